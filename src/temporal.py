@@ -6,6 +6,7 @@ client uses the pydantic data converter that our contract models need.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 
@@ -73,14 +74,23 @@ async def ensure_namespace(client: Client, namespace: str, retention_days: int) 
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> None:
-    """Register the delivery search attributes that the namespace lacks."""
-    existing = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=namespace)
-    )
+    """Register the delivery search attributes that the namespace lacks.
+
+    Temporal's time-skipping test server cannot list search attributes but can add them.
+    """
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+        existing = set(listed.custom_attributes)
+    except RPCError as err:
+        if err.status != RPCStatusCode.UNIMPLEMENTED:
+            raise
+        existing = set()
     missing = {
         key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
         for key in search_attributes.ALL
-        if key.name not in existing.custom_attributes
+        if key.name not in existing
     }
     if not missing:
         return
@@ -94,7 +104,21 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
     log.info("registered search attributes %s", ", ".join(missing))
 
 
-async def prepare(client: Client, settings: Settings) -> None:
-    """Namespace and search attributes, as the delivery log needs them."""
+async def prepare(client: Client, settings: Settings, *, within: float = 60.0) -> None:
+    """Namespace and search attributes, as the delivery log needs them.
+
+    A namespace registered a moment ago is unknown to the server's other services until its
+    namespace cache refreshes (seconds), so the search attributes are retried until then.
+    """
     await ensure_namespace(client, settings.temporal_namespace, settings.retention_days)
-    await ensure_search_attributes(client, settings.temporal_namespace)
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            await ensure_search_attributes(client, settings.temporal_namespace)
+            return
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(0.5)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -14,7 +17,7 @@ from infraudit import search_attributes
 from infraudit.binaries import binary
 from infraudit.config import Settings
 from infraudit.store import migrate, orgs, webhooks
-from infraudit.store.db import Database
+from infraudit.store.db import Database, sync_url
 from infraudit.worker import build_worker
 from tests.receiver import Receiver, running_receiver
 
@@ -45,6 +48,29 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'infraudit.db'}"
     migrate.upgrade(url)
     return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database on the server ``INFRAUDIT_TEST_POSTGRES_URL`` names.
+
+    Each test process gets its own database, so parallel runs never share tables.
+    """
+    server = os.environ.get("INFRAUDIT_TEST_POSTGRES_URL")
+    if not server:
+        pytest.skip("INFRAUDIT_TEST_POSTGRES_URL is not set (.ci/run sets it)")
+    admin = create_engine(sync_url(server), isolation_level="AUTOCOMMIT")
+    name = f"infraudit_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")
