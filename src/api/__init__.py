@@ -1,0 +1,1 @@
+"""The thin HTTP layer: registrations, events, the delivery log; it starts workflows."""

@@ -1,0 +1,123 @@
+"""``/v1/webhooks``: register, read, change and remove endpoints; send a test ping."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from infraudit import client as engine
+from infraudit.api.deps import OrgDep, ResourcesDep, SessionDep, SettingsDep, temporal_client
+from infraudit.api.errors import ApiError
+from infraudit.api.schemas import (
+    PingAccepted,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookList,
+    WebhookOut,
+    WebhookUpdate,
+    check_endpoint_url,
+)
+from infraudit.config import Settings
+from infraudit.store import webhooks
+from infraudit.store.models import Webhook
+
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+
+
+def _out(hook: Webhook) -> WebhookOut:
+    return WebhookOut(
+        id=hook.id,
+        url=hook.url,
+        event_types=hook.event_types,
+        description=hook.description,
+        enabled=hook.enabled,
+        created_at=hook.created_at,
+        updated_at=hook.updated_at,
+    )
+
+
+def _check_url(url: str, settings: Settings) -> None:
+    problem = check_endpoint_url(url, dev=settings.dev)
+    if problem:
+        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, f"url: {problem}", field="url")
+
+
+async def found(session: SessionDep, org: str, webhook_id: str) -> Webhook:
+    """The org's endpoint or a 404 (another org's endpoint is a 404 too)."""
+    hook = await webhooks.get_webhook(session, org, webhook_id)
+    if hook is None:
+        raise ApiError(
+            status.HTTP_404_NOT_FOUND, f"webhook {webhook_id} not found", field="webhook_id"
+        )
+    return hook
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_webhook(
+    body: WebhookCreate, org: OrgDep, session: SessionDep, settings: SettingsDep
+) -> WebhookCreated:
+    """Register an endpoint. The response carries the signing secret, this once only."""
+    _check_url(body.url, settings)
+    hook, secret = await webhooks.create_webhook(
+        session,
+        org_id=org,
+        url=body.url,
+        event_types=body.event_types,
+        description=body.description,
+    )
+    return WebhookCreated(**_out(hook).model_dump(), secret=secret)
+
+
+@router.get("")
+async def list_webhooks(org: OrgDep, session: SessionDep) -> WebhookList:
+    """The org's endpoints, oldest first."""
+    return WebhookList(data=[_out(h) for h in await webhooks.list_webhooks(session, org)])
+
+
+@router.get("/{webhook_id}")
+async def get_webhook(webhook_id: str, org: OrgDep, session: SessionDep) -> WebhookOut:
+    """One endpoint."""
+    return _out(await found(session, org, webhook_id))
+
+
+@router.patch("/{webhook_id}")
+async def update_webhook(
+    webhook_id: str, body: WebhookUpdate, org: OrgDep, session: SessionDep, settings: SettingsDep
+) -> WebhookOut:
+    """Change url, event types, description or enabled."""
+    hook = await found(session, org, webhook_id)
+    if body.url is not None:
+        _check_url(body.url, settings)
+    updated = await webhooks.update_webhook(
+        session,
+        hook,
+        url=body.url,
+        event_types=body.event_types,
+        description=body.description,
+        enabled=body.enabled,
+    )
+    return _out(updated)
+
+
+@router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_webhook(webhook_id: str, org: OrgDep, session: SessionDep) -> Response:
+    """Remove an endpoint; its deliveries still retrying stop at their next attempt."""
+    await webhooks.delete_webhook(session, await found(session, org, webhook_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{webhook_id}/test", status_code=status.HTTP_202_ACCEPTED)
+async def send_test(
+    webhook_id: str, org: OrgDep, session: SessionDep, settings: SettingsDep, res: ResourcesDep
+) -> PingAccepted:
+    """Send a ``webhook.ping`` to the endpoint, whatever it subscribes to."""
+    hook = await found(session, org, webhook_id)
+    if not hook.enabled:
+        raise ApiError(
+            status.HTTP_409_CONFLICT,
+            f"webhook {webhook_id} is disabled; enable it to send a test",
+            field="webhook_id",
+        )
+    delivery_id = await engine.send_test_ping(
+        await temporal_client(res), settings, org_id=org, webhook_id=hook.id, url=hook.url
+    )
+    return PingAccepted(delivery_id=delivery_id)

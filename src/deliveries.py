@@ -1,0 +1,181 @@
+"""The delivery log, read from Temporal: there is no deliveries table.
+
+A log page is one visibility query whose rows carry their memo (envelope and final record), so
+listing 100 deliveries costs one call. One delivery's detail adds every attempt: from the
+history's activity result or failure once it ended, from the pending activity (heartbeat details
+and next attempt time) while it is still retrying.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType, WorkflowExecutionStatus
+from temporalio.api.failure.v1 import Failure
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionDescription
+from temporalio.service import RPCError, RPCStatusCode
+
+from infraudit import search_attributes
+from infraudit.contract import (
+    DELIVER_WEBHOOK,
+    MEMO_PAYLOAD,
+    MEMO_RESULT,
+    Attempt,
+    DeliveryStatus,
+    MemoResult,
+)
+
+MAX_LOG_ROWS = 100
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One line of an endpoint's delivery log."""
+
+    delivery_id: str
+    webhook_id: str
+    event: str
+    status: DeliveryStatus
+    attempt_count: int
+    payload: dict[str, Any] | None
+    response_status: int | None
+    response_body: str | None
+    timestamp: datetime | None
+    created_at: datetime
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryDetail(DeliveryRow):
+    """A delivery with every attempt, and when the next one is due while it is pending."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+    next_attempt_at: datetime | None = None
+
+
+def _quote(value: str) -> str:
+    """A visibility-query string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def log_query(org_id: str, webhook_id: str) -> str:
+    """The visibility query for one endpoint's deliveries."""
+    return (
+        f"WorkflowType = {_quote(DELIVER_WEBHOOK)} AND OrgId = {_quote(org_id)} "
+        f"AND WebhookId = {_quote(webhook_id)}"
+    )
+
+
+async def _row(execution: WorkflowExecution) -> DeliveryRow:
+    memo = await execution.memo()
+    attrs = execution.typed_search_attributes
+    result = MemoResult.model_validate(memo[MEMO_RESULT]) if MEMO_RESULT in memo else None
+    if result is not None:
+        status: DeliveryStatus = result.status
+    elif execution.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
+        status = "pending"
+    else:
+        # Terminated or timed out by an operator before it could record an outcome.
+        status = "failed"
+    return DeliveryRow(
+        delivery_id=execution.id,
+        webhook_id=attrs.get(search_attributes.WEBHOOK_ID) or "",
+        event=attrs.get(search_attributes.EVENT_TYPE) or "",
+        status=status,
+        attempt_count=result.attempt_count if result else 0,
+        payload=memo.get(MEMO_PAYLOAD),
+        response_status=result.response_status if result else None,
+        response_body=result.response_body if result else None,
+        timestamp=result.timestamp if result else None,
+        created_at=execution.start_time,
+        error=result.error if result else None,
+    )
+
+
+async def list_deliveries(
+    client: Client, *, org_id: str, webhook_id: str, limit: int = MAX_LOG_ROWS
+) -> list[DeliveryRow]:
+    """The endpoint's newest deliveries (at most 100), newest first, from one query."""
+    limit = max(1, min(limit, MAX_LOG_ROWS))
+    rows = [
+        await _row(execution)
+        async for execution in client.list_workflows(
+            log_query(org_id, webhook_id), page_size=limit, limit=limit
+        )
+    ]
+    rows.sort(key=lambda row: row.created_at, reverse=True)
+    return rows
+
+
+async def get_delivery(
+    client: Client, *, org_id: str, webhook_id: str, delivery_id: str
+) -> DeliveryDetail | None:
+    """One delivery with its attempts; None when it is not this org's endpoint's delivery."""
+    handle = client.get_workflow_handle(delivery_id)
+    try:
+        description = await handle.describe()
+    except RPCError as err:
+        if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+            return None
+        raise
+    attrs = description.typed_search_attributes
+    if (
+        description.workflow_type != DELIVER_WEBHOOK
+        or attrs.get(search_attributes.ORG_ID) != org_id
+        or attrs.get(search_attributes.WEBHOOK_ID) != webhook_id
+    ):
+        return None
+    row = await _row(description)
+    next_attempt_at = None
+    if description.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
+        attempts, next_attempt_at = _pending_attempts(client, description)
+    else:
+        attempts = await _finished_attempts(client, delivery_id)
+    fields = {**row.__dict__, "attempt_count": max(row.attempt_count, len(attempts))}
+    return DeliveryDetail(**fields, attempts=attempts, next_attempt_at=next_attempt_at)
+
+
+def _decode_attempts(client: Client, payloads: Any) -> list[Attempt]:
+    if not payloads:
+        return []
+    values = client.data_converter.payload_converter.from_payloads(list(payloads))
+    return [Attempt.model_validate(record) for record in (values[0] if values else []) or []]
+
+
+def _pending_attempts(
+    client: Client, description: WorkflowExecutionDescription
+) -> tuple[list[Attempt], datetime | None]:
+    """Attempts so far of a delivery still retrying, from its pending activity."""
+    for pending in description.raw_description.pending_activities:
+        attempts = _decode_attempts(client, pending.heartbeat_details.payloads)
+        next_at = None
+        if pending.HasField("next_attempt_schedule_time"):
+            next_at = pending.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)
+        return attempts, next_at
+    return [], None
+
+
+def _failure_attempts(client: Client, failure: Failure) -> list[Attempt]:
+    if failure.HasField("application_failure_info"):
+        return _decode_attempts(client, failure.application_failure_info.details.payloads)
+    if failure.HasField("timeout_failure_info"):
+        info = failure.timeout_failure_info
+        return _decode_attempts(client, info.last_heartbeat_details.payloads)
+    return []
+
+
+async def _finished_attempts(client: Client, delivery_id: str) -> list[Attempt]:
+    """Every attempt of an ended delivery, from its POST activity's result or final failure."""
+    history = await client.get_workflow_handle(delivery_id).fetch_history()
+    for event in reversed(history.events):
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            attrs = event.activity_task_completed_event_attributes
+            return _decode_attempts(client, attrs.result.payloads)
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+            return _failure_attempts(client, event.activity_task_failed_event_attributes.failure)
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
+            failure = event.activity_task_timed_out_event_attributes.failure
+            return _failure_attempts(client, failure)
+    return []
