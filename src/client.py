@@ -25,7 +25,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from infraudit import ids
+from infraudit import events, ids
 from infraudit.activities.fanout import start_delivery
 from infraudit.config import Settings, get_settings
 from infraudit.contract import (
@@ -103,10 +103,20 @@ async def publish_event(
     return result.delivery_ids
 
 
-async def send_test_ping(
-    client: Client, settings: Settings, *, org_id: str, webhook_id: str, url: str
+async def deliver_once(
+    client: Client,
+    settings: Settings,
+    *,
+    org_id: str,
+    webhook_id: str,
+    url: str,
+    event: str,
+    data: dict[str, Any],
 ) -> str:
-    """Start a ``webhook.ping`` delivery to one endpoint, whatever it subscribes to."""
+    """Start one delivery of a new event to one endpoint, whatever it subscribes to.
+
+    Returns the delivery id; the delivery uses the retry policy of ``settings``.
+    """
     event_id = ids.new_event_id()
     delivery_id = ids.delivery_id(event_id, webhook_id)
     await start_delivery(
@@ -115,9 +125,9 @@ async def send_test_ping(
         delivery=DeliverWebhookInput(
             webhook_id=webhook_id,
             org_id=org_id,
-            event="webhook.ping",
+            event=event,
             event_id=event_id,
-            data={"message": "Test delivery from InfraAudit", "webhook_id": webhook_id},
+            data=data,
             timestamp=datetime.now(UTC),
             policy=DeliveryPolicy.from_settings(settings),
         ),
@@ -125,3 +135,18 @@ async def send_test_ping(
         url=url,
     )
     return delivery_id
+
+
+async def send_test_ping(
+    client: Client, settings: Settings, *, org_id: str, webhook_id: str, url: str
+) -> str:
+    """Start a ``webhook.ping`` delivery to one endpoint (``infraudit webhook test``)."""
+    return await deliver_once(
+        client,
+        settings,
+        org_id=org_id,
+        webhook_id=webhook_id,
+        url=url,
+        event=events.PING,
+        data={"message": "Test delivery from InfraAudit", "webhook_id": webhook_id},
+    )

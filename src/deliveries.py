@@ -8,10 +8,10 @@ and next attempt time) while it is still retrying.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel
 from temporalio.api.enums.v1 import EventType, WorkflowExecutionStatus
 from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionDescription
@@ -30,9 +30,8 @@ from infraudit.contract import (
 MAX_LOG_ROWS = 100
 
 
-@dataclass(frozen=True)
-class DeliveryRow:
-    """One line of an endpoint's delivery log."""
+class DeliveryRow(BaseModel):
+    """One line of an endpoint's delivery log (also the API's row, field for field)."""
 
     delivery_id: str
     webhook_id: str
@@ -47,12 +46,11 @@ class DeliveryRow:
     error: str | None = None
 
 
-@dataclass(frozen=True)
 class DeliveryDetail(DeliveryRow):
     """A delivery with every attempt, and when the next one is due while it is pending."""
 
-    attempts: list[Attempt] = field(default_factory=list)
-    next_attempt_at: datetime | None = None
+    attempts: list[Attempt]
+    next_attempt_at: datetime | None
 
 
 def _quote(value: str) -> str:
@@ -133,8 +131,12 @@ async def get_delivery(
         attempts, next_attempt_at = _pending_attempts(client, description)
     else:
         attempts = await _finished_attempts(client, delivery_id)
-    fields = {**row.__dict__, "attempt_count": max(row.attempt_count, len(attempts))}
-    return DeliveryDetail(**fields, attempts=attempts, next_attempt_at=next_attempt_at)
+    return DeliveryDetail(
+        **row.model_dump(exclude={"attempt_count"}),
+        attempt_count=max(row.attempt_count, len(attempts)),
+        attempts=attempts,
+        next_attempt_at=next_attempt_at,
+    )
 
 
 def _decode_attempts(client: Client, payloads: Any) -> list[Attempt]:

@@ -5,17 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 
-from infraudit import ids
-from infraudit.activities.fanout import start_delivery
+from infraudit.client import deliver_once
 from infraudit.config import Settings
-from infraudit.contract import DeliverWebhookInput, DeliveryOutcome, DeliveryPolicy
+from infraudit.contract import DeliveryOutcome
 
 T = TypeVar("T")
 
@@ -29,24 +26,16 @@ async def start_test_delivery(
     url: str,
     event: str = "drift.detected",
     data: dict[str, Any] | None = None,
-) -> WorkflowHandle[Any, Any]:
-    """Start one DeliverWebhook as the fan-out does; returns its handle."""
-    event_id = f"evt_{uuid.uuid4().hex}"
-    delivery_id = ids.delivery_id(event_id, webhook_id)
-    await start_delivery(
+) -> WorkflowHandle[Any, DeliveryOutcome]:
+    """Start one DeliverWebhook as the engine does; returns its handle."""
+    delivery_id = await deliver_once(
         client,
-        task_queue=settings.task_queue,
-        delivery=DeliverWebhookInput(
-            webhook_id=webhook_id,
-            org_id=org_id,
-            event=event,
-            event_id=event_id,
-            data=data or {"resource": "sg-0123", "severity": "high"},
-            timestamp=datetime.now(UTC),
-            policy=DeliveryPolicy.from_settings(settings),
-        ),
-        delivery_id=delivery_id,
+        settings,
+        org_id=org_id,
+        webhook_id=webhook_id,
         url=url,
+        event=event,
+        data=data or {"resource": "sg-0123", "severity": "high"},
     )
     return client.get_workflow_handle(delivery_id, result_type=DeliveryOutcome)
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, status
 from infraudit import deliveries
 from infraudit.api.deps import OrgDep, ResourcesDep, SessionDep, temporal_client
 from infraudit.api.errors import ApiError
-from infraudit.api.schemas import DeliveryDetailOut, DeliveryList, DeliveryOut
+from infraudit.api.schemas import DeliveryList
 from infraudit.api.webhooks import found
 
 router = APIRouter(prefix="/v1/webhooks/{webhook_id}/deliveries", tags=["deliveries"])
@@ -27,13 +27,13 @@ async def list_deliveries(
     await found(session, org, webhook_id)
     client = await temporal_client(res)
     rows = await deliveries.list_deliveries(client, org_id=org, webhook_id=webhook_id, limit=limit)
-    return DeliveryList(data=[DeliveryOut(**row.__dict__) for row in rows])
+    return DeliveryList(data=rows)
 
 
 @router.get("/{delivery_id}")
 async def get_delivery(
     webhook_id: str, delivery_id: str, org: OrgDep, session: SessionDep, res: ResourcesDep
-) -> DeliveryDetailOut:
+) -> deliveries.DeliveryDetail:
     """One delivery with every attempt; a pending one says when its next attempt is due."""
     await found(session, org, webhook_id)
     detail = await deliveries.get_delivery(
@@ -43,4 +43,4 @@ async def get_delivery(
         raise ApiError(
             status.HTTP_404_NOT_FOUND, f"delivery {delivery_id} not found", field="delivery_id"
         )
-    return DeliveryDetailOut(**detail.__dict__)
+    return detail

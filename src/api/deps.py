@@ -50,7 +50,11 @@ def settings(res: ResourcesDep) -> Settings:
 
 
 async def session(res: ResourcesDep) -> AsyncIterator[AsyncSession]:
-    """A session whose transaction commits when the route returns without error."""
+    """A session whose transaction commits when the route returns without error.
+
+    Used with ``scope="function"``: the commit happens before the response is sent, so a
+    client never sees a success for a write that is not yet (or never) committed.
+    """
     async with res.db.session() as s, s.begin():
         yield s
 
@@ -67,7 +71,7 @@ async def temporal_client(res: Resources) -> Client:
 
 
 SettingsDep = Annotated[Settings, Depends(settings)]
-SessionDep = Annotated[AsyncSession, Depends(session)]
+SessionDep = Annotated[AsyncSession, Depends(session, scope="function")]
 
 
 async def org_id(request: Request, res: ResourcesDep) -> str:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from infraudit import events
-from infraudit.contract import Attempt, DeliveryStatus
+from infraudit.deliveries import DeliveryRow
 
 MAX_URL_LENGTH = 2048
 EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
@@ -139,30 +139,7 @@ class EventTypeList(BaseModel):
     data: list[EventTypeOut]
 
 
-class DeliveryOut(BaseModel):
-    """One row of the delivery log."""
-
-    delivery_id: str
-    webhook_id: str
-    event: str
-    status: DeliveryStatus
-    attempt_count: int
-    payload: dict[str, Any] | None
-    response_status: int | None
-    response_body: str | None
-    timestamp: datetime | None
-    created_at: datetime
-    error: str | None
-
-
 class DeliveryList(BaseModel):
     """``GET /v1/webhooks/{id}/deliveries``."""
 
-    data: list[DeliveryOut]
-
-
-class DeliveryDetailOut(DeliveryOut):
-    """One delivery with every attempt."""
-
-    attempts: list[Attempt]
-    next_attempt_at: datetime | None
+    data: list[DeliveryRow]
