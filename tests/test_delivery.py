@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from temporalio.api.enums.v1 import WorkflowExecutionStatus
@@ -209,3 +210,23 @@ async def test_secret_never_appears_in_history(
     description = await handle.describe()
     assert secret not in json.dumps(await description.memo())
     assert secret not in repr(description.typed_search_attributes)
+
+
+async def test_secret_never_appears_in_logs(
+    client: Client,
+    settings: Settings,
+    endpoints: Endpoints,
+    receiver: Receiver,
+    org_id: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver.script(Answer(500, b"nope"), Answer(200))
+    webhook_id, secret = await endpoints.add(org_id, receiver.url)
+    with caplog.at_level(logging.DEBUG):
+        handle = await start_test_delivery(
+            client, settings, org_id=org_id, webhook_id=webhook_id, url=receiver.url
+        )
+        await handle.result()
+    logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''} {r.__dict__}" for r in caplog.records)
+    assert "HTTP 500" in logged, "the failed attempt was logged, so logs were captured"
+    assert secret not in logged
