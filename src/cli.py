@@ -22,6 +22,7 @@ import signal
 import time
 from collections.abc import Sequence
 from typing import Annotated, Any, NoReturn
+from urllib.parse import quote
 
 import httpx
 import pydantic
@@ -137,7 +138,18 @@ class Api:
         check(response)
         if response.status_code == httpx.codes.NO_CONTENT or not response.content:
             return None
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            fail(
+                f"{self.base_url} answered HTTP {response.status_code} without JSON: "
+                "is INFRAUDIT_API_URL the InfraAudit webhooks API?"
+            )
+
+
+def segment(value: str) -> str:
+    """An id as one URL path segment, so a stray ``/`` or ``?`` cannot change the route."""
+    return quote(value, safe="")
 
 
 def check(response: httpx.Response) -> None:
@@ -249,7 +261,7 @@ def webhook_list(as_json: JsonOption = False) -> None:
 @webhook_app.command("show")
 def webhook_show(webhook_id: Annotated[str, typer.Argument()], as_json: JsonOption = False) -> None:
     """One endpoint."""
-    hook = Api(load_settings()).call("GET", f"/v1/webhooks/{webhook_id}")
+    hook = Api(load_settings()).call("GET", f"/v1/webhooks/{segment(webhook_id)}")
     if as_json:
         print_json(hook)
     else:
@@ -282,7 +294,7 @@ def webhook_update(
         body["enabled"] = enabled
     if not body:
         fail("nothing to update: give --url, --event, --description, --enable or --disable", 2)
-    hook = Api(load_settings()).call("PATCH", f"/v1/webhooks/{webhook_id}", body=body)
+    hook = Api(load_settings()).call("PATCH", f"/v1/webhooks/{segment(webhook_id)}", body=body)
     if as_json:
         print_json(hook)
     else:
@@ -292,7 +304,7 @@ def webhook_update(
 @webhook_app.command("delete")
 def webhook_delete(webhook_id: Annotated[str, typer.Argument()]) -> None:
     """Remove an endpoint; deliveries still retrying to it stop at their next attempt."""
-    Api(load_settings()).call("DELETE", f"/v1/webhooks/{webhook_id}")
+    Api(load_settings()).call("DELETE", f"/v1/webhooks/{segment(webhook_id)}")
     typer.echo(f"Deleted {webhook_id}.")
 
 
@@ -305,9 +317,10 @@ def wait_for_delivery(
     right after the ping was accepted means "not yet", so it is polled like a pending state.
     """
     deadline = time.monotonic() + timeout
+    path = f"/v1/webhooks/{segment(webhook_id)}/deliveries/{segment(delivery_id)}"
     latest: dict[str, Any] | None = None
     while True:
-        response = api.send("GET", f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}")
+        response = api.send("GET", path)
         if response.status_code != httpx.codes.NOT_FOUND:
             check(response)
             latest = response.json()
@@ -362,7 +375,7 @@ def webhook_test(
     goes on retrying; `infraudit webhook deliveries` shows it later).
     """
     api = Api(load_settings())
-    started = api.call("POST", f"/v1/webhooks/{webhook_id}/test")
+    started = api.call("POST", f"/v1/webhooks/{segment(webhook_id)}/test")
     delivery_id = started["delivery_id"]
     if not as_json:
         typer.echo(f"Sent test delivery {delivery_id}; waiting up to {timeout:g}s...", err=True)
@@ -394,7 +407,7 @@ def webhook_deliveries(
 ) -> None:
     """The endpoint's recent deliveries, newest first."""
     listed = Api(load_settings()).call(
-        "GET", f"/v1/webhooks/{webhook_id}/deliveries", params={"limit": limit}
+        "GET", f"/v1/webhooks/{segment(webhook_id)}/deliveries", params={"limit": limit}
     )
     if as_json:
         print_json(listed)

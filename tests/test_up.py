@@ -8,6 +8,7 @@ nothing is left running, start again in the same folder and find the state (and 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 from pathlib import Path
@@ -102,3 +103,18 @@ def test_up_refuses_a_port_in_use_with_a_message(tmp_path: Path) -> None:
             assert up.process.wait(60) == 1
     assert f"port {ports.api}" in up.stderr
     assert "Traceback" not in up.stderr
+
+
+def test_up_stops_everything_when_a_child_dies(tmp_path: Path) -> None:
+    ports = StackPorts.pick()
+    with UpProcess(tmp_path, stack_env(ports)) as up:
+        up.wait_ready()
+        children = child_pids(up.process.pid)
+        worker = next(
+            pid for pid in children if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        )
+        os.kill(worker, signal.SIGKILL)
+        assert up.process.wait(30) == 1
+    assert "the worker exited unexpectedly" in up.stderr
+    assert [pid for pid in children if is_alive(pid)] == []
+    assert all(port_is_free(port) for port in ports.all()), ports
