@@ -97,7 +97,7 @@ def test_invalid_settings_and_arguments_are_usage_errors(tmp_path: Path) -> None
     env = clean_env(INFRAUDIT_API_KEY="iak_whatever")
     bad_data = run_cli(["event", "publish", "drift.detected", "--data", "[1"], env, cwd=tmp_path)
     assert_clean_error(bad_data, 2, "--data is not valid JSON")
-    not_object = run_cli(["event", "publish", "drift.detected", "--data", "[1]"], env)
+    not_object = run_cli(["event", "publish", "drift.detected", "--data", "[1]"], env, cwd=tmp_path)
     assert_clean_error(not_object, 2, "JSON object")
     nothing = run_cli(["webhook", "update", "wh_x"], env, cwd=tmp_path)
     assert_clean_error(nothing, 2, "nothing to update")
