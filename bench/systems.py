@@ -1,0 +1,92 @@
+"""The systems under test, started for one run: Temporal dev server, receiver, SQLite store.
+
+The dev server is started here as a subprocess (not through ``start_local``) so that its pid,
+and so its CPU, is known; its flags are those of ``infraudit up`` (file-backed SQLite in WAL
+mode, our search attributes) except that the Web UI is off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from infraudit import ids, search_attributes
+from infraudit.binaries import binary
+from infraudit.store import orgs, webhooks
+from infraudit.store.db import Database
+from infraudit.store.models import Subscription, Webhook
+
+
+def start_temporal(state_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    """``temporal server start-dev`` on 127.0.0.1:``port`` with its log in ``state_dir``."""
+    command = [
+        binary("temporal"),
+        "server",
+        "start-dev",
+        "--headless",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--db-filename",
+        str(state_dir / "temporal.db"),
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--sqlite-pragma",
+        "synchronous=normal",
+        "--log-level",
+        "warn",
+    ]
+    for key in search_attributes.ALL:
+        command += ["--search-attribute", f"{key.name}=Keyword"]
+    log = (state_dir / "temporal.log").open("wb")
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+async def connect(address: str, within: float = 60.0) -> Client:
+    """A client of the dev server once it answers (it takes a few seconds to start)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            client = await Client.connect(address, data_converter=pydantic_data_converter)
+            await client.count_workflows()
+            return client
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def add_endpoints(db: Database, org_id: str, url: str, event: str, count: int) -> list[str]:
+    """Register ``count`` endpoints through the store's own function; returns their ids."""
+    created: list[str] = []
+    async with db.session() as session, session.begin():
+        await orgs.ensure_org(session, org_id)
+        for n in range(count):
+            hook, _ = await webhooks.create_webhook(
+                session, org_id=org_id, url=f"{url}/hook/{n}", event_types=[event]
+            )
+            created.append(hook.id)
+    return created
+
+
+async def add_many_endpoints(db: Database, org_id: str, url: str, event: str, count: int) -> None:
+    """Register ``count`` endpoints in one flush: seeding 10,000 rows one by one is slow."""
+    async with db.session() as session, session.begin():
+        await orgs.ensure_org(session, org_id)
+        session.add_all(
+            Webhook(
+                id=ids.new_webhook_id(),
+                org_id=org_id,
+                url=f"{url}/hook/{n}",
+                description="",
+                enabled=True,
+                secret=ids.new_secret(),
+                subscriptions=[Subscription(event_type=event)],
+            )
+            for n in range(count)
+        )
