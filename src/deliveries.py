@@ -8,6 +8,7 @@ and next attempt time) while it is still retrying.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,7 +67,11 @@ def log_query(org_id: str, webhook_id: str) -> str:
     )
 
 
-async def _row(execution: WorkflowExecution) -> DeliveryRow:
+async def _row(execution: WorkflowExecution, so_far: list[Attempt] | None = None) -> DeliveryRow:
+    """A log row from a listed (or described) execution.
+
+    ``so_far``, the attempts of a delivery still retrying, fills the row as its memo cannot yet.
+    """
     memo = await execution.memo()
     attrs = execution.typed_search_attributes
     result = MemoResult.model_validate(memo[MEMO_RESULT]) if MEMO_RESULT in memo else None
@@ -74,6 +79,8 @@ async def _row(execution: WorkflowExecution) -> DeliveryRow:
         status: DeliveryStatus = result.status
     elif execution.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
         status = "pending"
+        if so_far:
+            result = MemoResult.from_attempts("pending", so_far, None)
     else:
         # Terminated or timed out by an operator before it could record an outcome.
         status = "failed"
@@ -95,15 +102,30 @@ async def _row(execution: WorkflowExecution) -> DeliveryRow:
 async def list_deliveries(
     client: Client, *, org_id: str, webhook_id: str, limit: int = MAX_LOG_ROWS
 ) -> list[DeliveryRow]:
-    """The endpoint's newest deliveries (at most 100), newest first, from one query."""
+    """The endpoint's newest deliveries (at most 100), newest first.
+
+    One visibility query fills every ended row from its memo. A delivery still retrying has no
+    outcome in its memo yet, so its attempts so far come from one describe each (no history).
+    """
     limit = max(1, min(limit, MAX_LOG_ROWS))
-    rows = [
-        await _row(execution)
+    executions = [
+        execution
         async for execution in client.list_workflows(
             log_query(org_id, webhook_id), page_size=limit, limit=limit
         )
     ]
-    rows.sort(key=lambda row: row.created_at, reverse=True)
+
+    async def row(execution: WorkflowExecution) -> DeliveryRow:
+        if execution.status != WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
+            return await _row(execution)
+        try:
+            described = await client.get_workflow_handle(execution.id).describe()
+        except RPCError:
+            return await _row(execution)
+        return await _row(execution, _pending_attempts(client, described)[0])
+
+    rows = list(await asyncio.gather(*(row(e) for e in executions)))
+    rows.sort(key=lambda r: r.created_at, reverse=True)
     return rows
 
 
@@ -125,18 +147,14 @@ async def get_delivery(
         or attrs.get(search_attributes.WEBHOOK_ID) != webhook_id
     ):
         return None
-    row = await _row(description)
     next_attempt_at = None
     if description.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
         attempts, next_attempt_at = _pending_attempts(client, description)
+        row = await _row(description, attempts)
     else:
         attempts = await _finished_attempts(client, delivery_id)
-    return DeliveryDetail(
-        **row.model_dump(exclude={"attempt_count"}),
-        attempt_count=max(row.attempt_count, len(attempts)),
-        attempts=attempts,
-        next_attempt_at=next_attempt_at,
-    )
+        row = await _row(description)
+    return DeliveryDetail(**row.model_dump(), attempts=attempts, next_attempt_at=next_attempt_at)
 
 
 def _decode_attempts(client: Client, payloads: Any) -> list[Attempt]:

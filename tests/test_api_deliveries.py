@@ -145,7 +145,9 @@ async def test_pending_delivery_shows_attempts_so_far_and_the_next_one(
     assert detail["attempts"][0]["response_body"] == "bad gateway"
     next_at = parse_time(detail["next_attempt_at"])
     assert 30 < (next_at - datetime.now(UTC)).total_seconds() <= 60
-    assert [r["status"] for r in row] == ["pending"]
+    assert [(r["status"], r["attempt_count"], r["response_status"]) for r in row] == [
+        ("pending", 1, 502)
+    ]
 
 
 async def test_publish_fans_out_once_per_event_id(
