@@ -518,6 +518,27 @@ def api() -> None:
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
 
 
+@app.command()
+def listen(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to listen on.")] = 9000,
+    secret: Annotated[
+        str | None, typer.Option(help="The webhook's whsec_ secret, to check signatures.")
+    ] = None,
+    status: Annotated[
+        int, typer.Option(min=100, max=599, help="Status to answer with (503 shows retries).")
+    ] = 200,
+    quiet: Annotated[bool, typer.Option(help="One line per delivery, no bodies.")] = False,
+) -> None:
+    """Receive webhooks locally: print each delivery and check its signature."""
+    import uvicorn
+
+    from infraudit.listen import create_listener
+
+    typer.echo(f"Listening on http://127.0.0.1:{port}/ (answering {status}); Ctrl-C stops.")
+    listener = create_listener(secret=secret, status=status, echo=typer.echo, show_body=not quiet)
+    uvicorn.run(listener, host="127.0.0.1", port=port, log_level="warning")
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or upgrade the schema to the newest migration (safe to run on every deploy)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,16 +12,9 @@ import uvicorn
 from temporalio.client import Client
 
 from infraudit.api.app import create_app
+from infraudit.cli import create_api_key
 from infraudit.config import Settings
-from infraudit.store import orgs
-from infraudit.store.db import Database
-
-
-def free_port() -> int:
-    """A port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.cli_support import free_port
 
 
 @asynccontextmanager
@@ -46,16 +38,6 @@ async def running_api(settings: Settings, client: Client | None) -> AsyncIterato
         await task
 
 
-async def new_api_key(database_url: str, org_id: str) -> str:
-    """A fresh API key for ``org_id`` in the store at ``database_url``."""
-    db = Database(database_url)
-    try:
-        async with db.session() as session, session.begin():
-            return await orgs.create_api_key(session, org_id)
-    finally:
-        await db.dispose()
-
-
 @dataclass
 class Caller:
     """An HTTP client of the API, authenticated as one org."""
@@ -68,7 +50,7 @@ class Caller:
 @asynccontextmanager
 async def caller(base_url: str, database_url: str, org_id: str) -> AsyncIterator[Caller]:
     """An authenticated client for a new key of ``org_id``."""
-    key = await new_api_key(database_url, org_id)
+    key = await create_api_key(database_url, org_id)
     async with httpx.AsyncClient(
         base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
     ) as http:
