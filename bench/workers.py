@@ -25,19 +25,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-import pydantic
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import Worker
 
 from bench.bare import BARE_ACTIVITY, BareDelivery
 from infraudit import signing, temporal
 from infraudit.activities.fanout import FanOutActivities
-from infraudit.activities.send import SendActivities, new_http_client
+from infraudit.activities.send import new_http_client
 from infraudit.config import Settings
 from infraudit.store.db import Database
 from infraudit.worker import build_worker
-from infraudit.workflows.delivery import DeliverWebhook
 from infraudit.workflows.publish import PublishEvent
 
 #: The engine's worker allows this many activities at once; baseline A gets the same.
@@ -94,32 +92,6 @@ async def fanout_worker(
         await db.dispose()
 
 
-@asynccontextmanager
-async def unsandboxed_engine_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
-    """``build_worker``'s wiring with ``UnsandboxedWorkflowRunner``: diagnostic only.
-
-    It copies build_worker rather than wrapping it because a Worker's runner is fixed at
-    construction; keep the two in step if build_worker changes.
-    """
-    db = Database(settings.database_url)
-    http = new_http_client()
-    sender = SendActivities(db, http, response_body_limit=settings.response_body_limit)
-    fan_out = FanOutActivities(db, client, settings)
-    try:
-        yield Worker(
-            client,
-            task_queue=settings.task_queue,
-            workflows=[DeliverWebhook, PublishEvent],
-            activities=[sender.send_webhook, fan_out.fan_out_page],
-            workflow_failure_exception_types=[pydantic.ValidationError],
-            max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
-            workflow_runner=UnsandboxedWorkflowRunner(),
-        )
-    finally:
-        await http.aclose()
-        await db.dispose()
-
-
 async def run(mode: str, task_queue: str) -> None:
     """Poll until SIGTERM, after printing ``ready``."""
     settings = Settings()
@@ -132,7 +104,7 @@ async def run(mode: str, task_queue: str) -> None:
         built = build_worker(client, settings.model_copy(update={"task_queue": task_queue}))
     elif mode == "engine-unsandboxed":
         settings = settings.model_copy(update={"task_queue": task_queue})
-        built = unsandboxed_engine_worker(client, settings)
+        built = build_worker(client, settings, sandboxed=False)
     else:
         built = fanout_worker(client, task_queue, settings)
     async with built as worker, worker:

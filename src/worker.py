@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 import pydantic
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from infraudit import temporal
@@ -33,8 +33,12 @@ _SANDBOX = SandboxedWorkflowRunner(
 
 
 @asynccontextmanager
-async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
+async def build_worker(
+    client: Client, settings: Settings, *, sandboxed: bool = True
+) -> AsyncIterator[Worker]:
     """A worker for ``settings.task_queue`` with the resources its activities share.
+
+    ``sandboxed=False`` exists for bench/ only, to show what the workflow sandbox costs.
 
     Invalid workflow input (say, JSON from another service naming an unknown event type) fails
     that workflow with the validation message instead of retrying its task forever.
@@ -50,7 +54,7 @@ async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Work
             workflows=[DeliverWebhook, PublishEvent],
             activities=[sender.send_webhook, fan_out.fan_out_page],
             workflow_failure_exception_types=[pydantic.ValidationError],
-            workflow_runner=_SANDBOX,
+            workflow_runner=_SANDBOX if sandboxed else UnsandboxedWorkflowRunner(),
             max_concurrent_activities=1000,
         )
     finally:
