@@ -143,7 +143,3 @@ async def load_signing_target(session: AsyncSession, webhook_id: str) -> Signing
         return None
     return SigningTarget(url=row.url, secret=row.secret, enabled=row.enabled)
 
-
-async def webhook_url(session: AsyncSession, webhook_id: str) -> str | None:
-    """An endpoint's URL (for summaries of deliveries started outside fan-out)."""
-    return await session.scalar(select(Webhook.url).where(Webhook.id == webhook_id))
