@@ -230,3 +230,19 @@ async def test_secret_never_appears_in_logs(
     logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''} {r.__dict__}" for r in caplog.records)
     assert "HTTP 500" in logged, "the failed attempt was logged, so logs were captured"
     assert secret not in logged
+
+
+async def test_redirects_are_not_followed_but_count_as_failed_attempts(
+    client: Client, settings: Settings, endpoints: Endpoints, receiver: Receiver, org_id: str
+) -> None:
+    receiver.script(Answer(301, b"moved"), Answer(204, b""))
+    webhook_id, _ = await endpoints.add(org_id, receiver.url)
+    handle = await start_test_delivery(
+        client, settings, org_id=org_id, webhook_id=webhook_id, url=receiver.url
+    )
+    outcome: DeliveryOutcome = await handle.result()
+    assert [(a.response_status, a.response_body) for a in outcome.attempts] == [
+        (301, "moved"),
+        (204, ""),
+    ]
+    assert [r.path for r in receiver.requests] == ["/hook", "/hook"]
