@@ -1,8 +1,8 @@
 """The systems under test, started for one run: Temporal dev server, receiver, SQLite store.
 
 The dev server is started here as a subprocess (not through ``start_local``) so that its pid,
-and so its CPU, is known; its flags are those of ``infraudit up`` (file-backed SQLite in WAL
-mode, our search attributes) except that the Web UI is off.
+and so its CPU, is known; its flags are those of ``infraudit up``
+(:func:`infraudit.stack.temporal_command`) with the Web UI off.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from infraudit import ids, search_attributes
-from infraudit.binaries import binary
+from infraudit import ids
+from infraudit.config import Settings
+from infraudit.stack import temporal_command
 from infraudit.store import orgs, webhooks
 from infraudit.store.db import Database
 from infraudit.store.models import Subscription, Webhook
@@ -23,26 +24,8 @@ from infraudit.store.models import Subscription, Webhook
 
 def start_temporal(state_dir: Path, port: int) -> subprocess.Popen[bytes]:
     """``temporal server start-dev`` on 127.0.0.1:``port`` with its log in ``state_dir``."""
-    command = [
-        binary("temporal"),
-        "server",
-        "start-dev",
-        "--headless",
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--db-filename",
-        str(state_dir / "temporal.db"),
-        "--sqlite-pragma",
-        "journal_mode=wal",
-        "--sqlite-pragma",
-        "synchronous=normal",
-        "--log-level",
-        "warn",
-    ]
-    for key in search_attributes.ALL:
-        command += ["--search-attribute", f"{key.name}=Keyword"]
+    settings = Settings(temporal_address=f"127.0.0.1:{port}")
+    command = [*temporal_command(settings, state_dir), "--headless"]
     log = (state_dir / "temporal.log").open("wb")
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 

@@ -47,22 +47,17 @@ async def test_fan_out_reaches_only_the_orgs_enabled_subscribers_once_per_event_
     await endpoints.add(f"{org_id}-other", f"{receiver.url}?to=other-org", ["drift.detected"])
     event_id = f"evt_{uuid.uuid4().hex}"
 
-    first = await publish_event(
-        client,
-        org_id=org_id,
-        event="drift.detected",
-        data={"resource": "sg-1"},
-        event_id=event_id,
-        task_queue=settings.task_queue,
-    )
-    second = await publish_event(
-        client,
-        org_id=org_id,
-        event="drift.detected",
-        data={"resource": "sg-1"},
-        event_id=event_id,
-        task_queue=settings.task_queue,
-    )
+    first, second = [
+        await publish_event(
+            client,
+            org_id=org_id,
+            event="drift.detected",
+            data={"resource": "sg-1"},
+            event_id=event_id,
+            task_queue=settings.task_queue,
+        )
+        for _ in range(2)
+    ]
 
     assert sorted(first) == sorted(
         [ids.delivery_id(event_id, subscribed_a), ids.delivery_id(event_id, subscribed_b)]
