@@ -402,7 +402,9 @@ def webhook_test(
 @webhook_app.command("deliveries")
 def webhook_deliveries(
     webhook_id: Annotated[str, typer.Argument()],
-    limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 20,
+    limit: Annotated[
+        int, typer.Option(min=1, max=100, help="How many, newest first (the log keeps 100).")
+    ] = 100,
     as_json: JsonOption = False,
 ) -> None:
     """The endpoint's recent deliveries, newest first."""

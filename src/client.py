@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
@@ -46,21 +46,17 @@ async def start_publish(
     event_id: str | None = None,
     timestamp: datetime | None = None,
     task_queue: str | None = None,
-) -> tuple[str, Any]:
+) -> tuple[str, WorkflowHandle[Any, PublishEventResult]]:
     """Start (or find) the PublishEvent workflow; returns the event id and its handle.
 
     Once this returns, the event is durable in Temporal: it will reach its subscribers even if
     the caller goes away. Raises ``pydantic.ValidationError`` for an unknown event type.
     """
+    event_id = event_id or ids.new_event_id()
     event_input = PublishEventInput(
-        org_id=org_id,
-        event=event,
-        data=data or {},
-        event_id=event_id or ids.new_event_id(),
-        timestamp=timestamp,
+        org_id=org_id, event=event, data=data or {}, event_id=event_id, timestamp=timestamp
     )
-    assert event_input.event_id is not None
-    workflow_id = ids.publish_workflow_id(org_id, event_input.event_id)
+    workflow_id = ids.publish_workflow_id(org_id, event_id)
     try:
         handle = await client.start_workflow(
             PublishEvent.run,
@@ -73,7 +69,7 @@ async def start_publish(
         )
     except WorkflowAlreadyStartedError:
         handle = client.get_workflow_handle_for(PublishEvent.run, workflow_id)
-    return event_input.event_id, handle
+    return event_id, handle
 
 
 async def publish_event(

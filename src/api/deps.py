@@ -74,7 +74,7 @@ SettingsDep = Annotated[Settings, Depends(settings)]
 SessionDep = Annotated[AsyncSession, Depends(session, scope="function")]
 
 
-async def org_id(request: Request, res: ResourcesDep) -> str:
+async def org_id(request: Request, s: SessionDep) -> str:
     """The org of the ``Authorization: Bearer`` API key; 401 without a valid one."""
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     unauthorized = {"WWW-Authenticate": "Bearer"}
@@ -85,8 +85,7 @@ async def org_id(request: Request, res: ResourcesDep) -> str:
             field="Authorization",
             headers=unauthorized,
         )
-    async with res.db.session() as s:
-        found = await orgs.org_for_api_key(s, key.strip())
+    found = await orgs.org_for_api_key(s, key.strip())
     if found is None:
         raise ApiError(
             status.HTTP_401_UNAUTHORIZED,

@@ -77,7 +77,10 @@ class WebhookUpdate(_In):
 
 
 class WebhookOut(BaseModel):
-    """An endpoint as the API shows it (never its secret)."""
+    """An endpoint as the API shows it: read from the model by these names only, never the
+    secret."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     id: str
     url: str

@@ -23,18 +23,6 @@ from infraudit.store.models import Webhook
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 
-def _out(hook: Webhook) -> WebhookOut:
-    return WebhookOut(
-        id=hook.id,
-        url=hook.url,
-        event_types=hook.event_types,
-        description=hook.description,
-        enabled=hook.enabled,
-        created_at=hook.created_at,
-        updated_at=hook.updated_at,
-    )
-
-
 def _check_url(url: str, settings: Settings) -> None:
     problem = check_endpoint_url(url, dev=settings.dev)
     if problem:
@@ -64,19 +52,21 @@ async def create_webhook(
         event_types=body.event_types,
         description=body.description,
     )
-    return WebhookCreated(**_out(hook).model_dump(), secret=secret)
+    return WebhookCreated(**WebhookOut.model_validate(hook).model_dump(), secret=secret)
 
 
 @router.get("")
 async def list_webhooks(org: OrgDep, session: SessionDep) -> WebhookList:
     """The org's endpoints, oldest first."""
-    return WebhookList(data=[_out(h) for h in await webhooks.list_webhooks(session, org)])
+    return WebhookList(
+        data=[WebhookOut.model_validate(h) for h in await webhooks.list_webhooks(session, org)]
+    )
 
 
 @router.get("/{webhook_id}")
 async def get_webhook(webhook_id: str, org: OrgDep, session: SessionDep) -> WebhookOut:
     """One endpoint."""
-    return _out(await found(session, org, webhook_id))
+    return WebhookOut.model_validate(await found(session, org, webhook_id))
 
 
 @router.patch("/{webhook_id}")
@@ -95,7 +85,7 @@ async def update_webhook(
         description=body.description,
         enabled=body.enabled,
     )
-    return _out(updated)
+    return WebhookOut.model_validate(updated)
 
 
 @router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
