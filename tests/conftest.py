@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -50,15 +51,35 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
+#: Where `make test` looks for a PostgreSQL when INFRAUDIT_TEST_POSTGRES_URL is not set.
+LOCAL_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _local_postgres() -> str | None:
+    """The local PostgreSQL URL when one answers there, so a new machine's `make test` covers
+    both stores without any setting."""
+    engine = create_engine(sync_url(LOCAL_POSTGRES_URL), connect_args={"connect_timeout": 2})
+    try:
+        with engine.connect():
+            return LOCAL_POSTGRES_URL
+    except OperationalError:
+        return None
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database on the server ``INFRAUDIT_TEST_POSTGRES_URL`` names.
+    """A fresh, migrated PostgreSQL database on the server ``INFRAUDIT_TEST_POSTGRES_URL`` names
+    (or the local one, when it answers).
 
     Each test process gets its own database, so parallel runs never share tables.
     """
-    server = os.environ.get("INFRAUDIT_TEST_POSTGRES_URL")
+    server = os.environ.get("INFRAUDIT_TEST_POSTGRES_URL") or _local_postgres()
     if not server:
-        pytest.skip("INFRAUDIT_TEST_POSTGRES_URL is not set (.ci/run sets it)")
+        pytest.skip(
+            f"no PostgreSQL: set INFRAUDIT_TEST_POSTGRES_URL or run one at {LOCAL_POSTGRES_URL}"
+        )
     admin = create_engine(sync_url(server), isolation_level="AUTOCOMMIT")
     name = f"infraudit_test_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
