@@ -9,8 +9,8 @@ and a delivery does not depend on its publisher staying open.
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import urlsplit
 
+from pydantic import ValidationError
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.common import (
@@ -20,14 +20,16 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
-from infraudit import ids, search_attributes, signing
+from infraudit import ids, search_attributes, signing, urls
 from infraudit.config import Settings
 from infraudit.contract import (
     DELIVER_WEBHOOK,
     MEMO_PAYLOAD,
     DeliverWebhookInput,
     DeliveryPolicy,
+    FailedStart,
     FanOutPage,
     FanOutRequest,
 )
@@ -36,16 +38,18 @@ from infraudit.store.db import Database
 
 _SUMMARY_LIMIT = 200
 _CONCURRENT_STARTS = 64
+#: Longest ``reason`` recorded for an endpoint whose delivery could not start (characters; the
+#: reason is put on one line).
+_REASON_LIMIT = 500
 
 
 def delivery_summary(event: str, url: str) -> str:
-    """``drift.detected → https://host/path`` for the Temporal UI (no query string, no userinfo:
-    customers sometimes put tokens there)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    summary = f"{event} → {parts.scheme}://{host}{parts.path}"
+    """``drift.detected → https://host/path`` for the Temporal UI, at most 200 bytes.
+
+    The URL is shown redacted (no userinfo, no query string: customers put credentials there),
+    and this never raises, whatever an old stored URL holds.
+    """
+    summary = f"{event} → {urls.redact(url)}"
     encoded = summary.encode()
     if len(encoded) <= _SUMMARY_LIMIT:
         return summary
@@ -102,7 +106,12 @@ class FanOutActivities:
 
     @activity.defn(name="fan_out_page")
     async def fan_out_page(self, request: FanOutRequest) -> FanOutPage:
-        """Start the deliveries of one page of subscribers; idempotent, so safe to retry."""
+        """Start the deliveries of one page of subscribers; idempotent, so safe to retry.
+
+        Each endpoint is started on its own: one whose data cannot be started (see
+        :meth:`_start_one`) is recorded in ``failed`` and the rest of the page goes on. Only an
+        error of the store or of Temporal itself fails the page, which Temporal then retries.
+        """
         async with self._db.session() as session:
             page = await webhooks.subscribers_page(
                 session,
@@ -113,28 +122,81 @@ class FanOutActivities:
             )
         policy = DeliveryPolicy.from_settings(self._settings)
         gate = asyncio.Semaphore(_CONCURRENT_STARTS)
-        delivery_ids = [ids.delivery_id(request.event_id, sub.webhook_id) for sub in page]
 
-        async def start(sub: webhooks.Subscriber, delivery_id: str) -> None:
+        async def start(sub: webhooks.Subscriber) -> str | FailedStart:
             async with gate:
-                await start_delivery(
-                    self._client,
-                    task_queue=self._settings.task_queue,
-                    delivery=DeliverWebhookInput(
-                        webhook_id=sub.webhook_id,
-                        org_id=request.org_id,
-                        event=request.event,
-                        event_id=request.event_id,
-                        data=request.data,
-                        timestamp=request.timestamp,
-                        policy=policy,
-                    ),
-                    delivery_id=delivery_id,
-                    url=sub.url,
-                )
+                return await self._start_one(request, policy, sub)
 
-        async with asyncio.TaskGroup() as group:
-            for sub, delivery_id in zip(page, delivery_ids, strict=True):
-                group.create_task(start(sub, delivery_id))
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(start(sub)) for sub in page]
+        except ExceptionGroup as errors:
+            # Only Temporal's own errors get here (see _start_one): raise the first as itself,
+            # so the failed attempt that Temporal retries names it.
+            raise errors.exceptions[0] from None
+        outcomes = [task.result() for task in tasks]
         next_after = page[-1].webhook_id if len(page) == request.page_size else None
-        return FanOutPage(delivery_ids=delivery_ids, next_after=next_after)
+        return FanOutPage(
+            delivery_ids=[o for o in outcomes if isinstance(o, str)],
+            next_after=next_after,
+            failed=[o for o in outcomes if isinstance(o, FailedStart)],
+        )
+
+    async def _start_one(
+        self, request: FanOutRequest, policy: DeliveryPolicy, sub: webhooks.Subscriber
+    ) -> str | FailedStart:
+        """Start one endpoint's delivery; its delivery id, or why its own data stopped it.
+
+        A refusal that is about this one start (our validation of the endpoint's data, or
+        Temporal's ``INVALID_ARGUMENT``, e.g. a search attribute over its size limit) would fail
+        again on every retry, so it is recorded instead. Any other Temporal error (unavailable,
+        deadline exceeded, ...) is raised: the page is retried, and starts already made are
+        no-ops the second time.
+        """
+        try:
+            delivery_id = ids.delivery_id(request.event_id, sub.webhook_id)
+            await start_delivery(
+                self._client,
+                task_queue=self._settings.task_queue,
+                delivery=DeliverWebhookInput(
+                    webhook_id=sub.webhook_id,
+                    org_id=request.org_id,
+                    event=request.event,
+                    event_id=request.event_id,
+                    data=request.data,
+                    timestamp=request.timestamp,
+                    policy=policy,
+                ),
+                delivery_id=delivery_id,
+                url=sub.url,
+            )
+        except RPCError as err:
+            if err.status != RPCStatusCode.INVALID_ARGUMENT:
+                raise
+            return self._failed(sub, err)
+        except ValueError as err:  # pydantic's ValidationError and UnicodeError included
+            return self._failed(sub, err)
+        return delivery_id
+
+    @staticmethod
+    def _failed(sub: webhooks.Subscriber, err: Exception) -> FailedStart:
+        """Record and log (with the URL redacted) why ``sub``'s delivery did not start.
+
+        A validation error is told by field and message only: its input values could be event
+        data, which stays out of logs.
+        """
+        if isinstance(err, ValidationError):
+            detail = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                for e in err.errors(include_url=False, include_input=False)
+            )
+        else:
+            detail = str(err)
+        reason = " ".join(f"{type(err).__name__}: {detail}".split())[:_REASON_LIMIT]
+        activity.logger.warning(
+            "delivery to webhook %s (%s) not started: %s",
+            sub.webhook_id[:64],
+            urls.redact(sub.url),
+            reason,
+        )
+        return FailedStart(webhook_id=sub.webhook_id, reason=reason)

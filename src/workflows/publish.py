@@ -3,7 +3,8 @@
 The workflow id is derived from (org, event id), and every delivery id from (event id,
 endpoint id), so publishing the same event twice delivers nothing twice. Fan-out goes a page of
 endpoints per activity; an accepted event is never lost, so that activity retries until the
-database and Temporal are back.
+database and Temporal are back. One endpoint whose own data cannot be started does not hold up the
+others: the activity records it, and the result lists it under ``failed``.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ with workflow.unsafe.imports_passed_through():
     from infraudit.activities.fanout import FanOutActivities
     from infraudit.contract import (
         PUBLISH_EVENT,
+        FailedStart,
         FanOutRequest,
         PublishEventInput,
         PublishEventResult,
     )
 
+#: Endpoints per ``fan_out_page`` activity. Fixed here, not an input: tests that need several
+#: pages run the real activity under its name with a smaller ``page_size`` in its request.
 PAGE_SIZE = 500
 
 _FAN_OUT_RETRY = RetryPolicy(
@@ -31,7 +35,8 @@ _FAN_OUT_RETRY = RetryPolicy(
 
 @workflow.defn(name=PUBLISH_EVENT)
 class PublishEvent:
-    """Start one DeliverWebhook per subscribed endpoint; return the delivery ids."""
+    """Start one DeliverWebhook per subscribed endpoint; return the delivery ids (and the
+    endpoints whose delivery could not start)."""
 
     @workflow.run
     async def run(self, event: PublishEventInput) -> PublishEventResult:
@@ -39,6 +44,7 @@ class PublishEvent:
         event_id = event.event_id or f"evt_{workflow.uuid4().hex}"
         timestamp = event.timestamp or workflow.info().workflow_start_time
         delivery_ids: list[str] = []
+        failed: list[FailedStart] = []
         after: str | None = None
         while True:
             page = await workflow.execute_activity_method(
@@ -57,6 +63,9 @@ class PublishEvent:
                 retry_policy=_FAN_OUT_RETRY,
             )
             delivery_ids.extend(page.delivery_ids)
+            failed.extend(page.failed)
             if page.next_after is None:
-                return PublishEventResult(event_id=event_id, delivery_ids=delivery_ids)
+                return PublishEventResult(
+                    event_id=event_id, delivery_ids=delivery_ids, failed=failed
+                )
             after = page.next_after
