@@ -37,6 +37,21 @@ from infraudit.contract import (
 from infraudit.workflows.publish import PublishEvent
 
 
+class EventIdConflict(Exception):
+    """The event id was already used, in this org, for another event (type, data or timestamp).
+
+    An event id is an idempotency key: the same event again is a harmless repeat, but other
+    content under a used id would otherwise be dropped without a word. Publish it under a new id.
+    """
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(
+            f"event id {event_id!r} was already used for another event (a different type, data "
+            f"or timestamp); publish this one under a new id"
+        )
+        self.event_id = event_id
+
+
 async def start_publish(
     client: Client,
     *,
@@ -50,7 +65,15 @@ async def start_publish(
     """Start (or find) the PublishEvent workflow; returns the event id and its handle.
 
     Once this returns, the event is durable in Temporal: it will reach its subscribers even if
-    the caller goes away. Raises ``pydantic.ValidationError`` for an unknown event type.
+    the caller goes away. Raises ``pydantic.ValidationError`` (a ValueError) before starting
+    anything for input the workflow contract refuses: an unknown or reserved event type, data
+    JSON cannot carry unchanged (see ``infraudit.event_data``), a malformed id, a timestamp
+    without an offset. Raises :class:`EventIdConflict` when ``event_id`` already published
+    another event; the same event again returns the first one's handle.
+
+    The start refuses any existing run of the workflow id (``REJECT_DUPLICATE`` for a closed
+    one, ``FAIL`` for a running one), so that exactly the repeats get compared with what the
+    first start carried; the first publish costs no extra call.
     """
     event_id = event_id or ids.new_event_id()
     event_input = PublishEventInput(
@@ -64,12 +87,35 @@ async def start_publish(
             id=workflow_id,
             task_queue=task_queue or get_settings().task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             static_summary=f"{event} for {org_id}",
         )
     except WorkflowAlreadyStartedError:
         handle = client.get_workflow_handle_for(PublishEvent.run, workflow_id)
+        first = await _published_input(client, handle)
+        if first is None or not first.same_event(event_input):
+            raise EventIdConflict(event_id) from None
     return event_id, handle
+
+
+async def _published_input(
+    client: Client, handle: WorkflowHandle[Any, PublishEventResult]
+) -> PublishEventInput | None:
+    """The input the existing run of ``handle`` was started with; None if it never validated.
+
+    Read from the run's first history event, so it works for runs started by any SDK or by an
+    earlier version of this client alike.
+    """
+    async for event in handle.fetch_history_events(page_size=1):
+        payloads = event.workflow_execution_started_event_attributes.input.payloads
+        try:
+            [first] = await client.data_converter.decode(list(payloads), [PublishEventInput])
+        except (ValueError, KeyError, RuntimeError):
+            # Invalid input (pydantic's ValidationError is a ValueError), not one argument, or
+            # an encoding our converter cannot read: that run could never publish an event.
+            return None
+        return first if isinstance(first, PublishEventInput) else None
+    return None
 
 
 async def publish_event(

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
+
+#: An org id: what the store accepts and the workflow contract checks. No ``:``, so
+#: ``publish:<org_id>:<event_id>`` stays unambiguous; safe in a header and a visibility query.
+ORG_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+#: The form :func:`delivery_id` makes: ``del_`` and 24 lowercase base32 characters.
+DELIVERY_ID_PATTERN = r"^del_[a-z2-7]{24}$"
 
 
 def _token(nbytes: int) -> str:
@@ -49,3 +56,23 @@ def delivery_id(event_id: str, webhook_id: str) -> str:
 def publish_workflow_id(org_id: str, event_id: str) -> str:
     """The PublishEvent workflow id: one per (org, event id), so a repeat publish is a no-op."""
     return f"publish:{org_id}:{event_id}"
+
+
+def delivery_id_problem(workflow_id: str, *, event_id: str | None, webhook_id: str) -> str | None:
+    """Why ``workflow_id`` cannot be the id of this delivery, or None when it can.
+
+    It travels in the envelope and in the ``X-InfraAudit-Delivery`` header, and receivers dedupe
+    on it, so it must have the documented form; with an event id it must be the one derived from
+    (event id, endpoint id), or the same event could reach the same endpoint twice.
+    """
+    if not re.fullmatch(DELIVERY_ID_PATTERN, workflow_id):
+        return (
+            f"workflow id {workflow_id!r} is not a delivery id: expected del_ and 24 characters "
+            "a-z, 2-7 (infraudit.ids.delivery_id)"
+        )
+    if event_id is not None and workflow_id != delivery_id(event_id, webhook_id):
+        return (
+            f"workflow id {workflow_id!r} is not the delivery id of event {event_id!r} to "
+            f"{webhook_id!r}; start it as {delivery_id(event_id, webhook_id)!r}"
+        )
+    return None

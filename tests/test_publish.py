@@ -97,6 +97,7 @@ async def test_workflows_started_by_type_name_with_plain_json(
     assert published == {
         "event_id": event_id,
         "delivery_ids": [ids.delivery_id(event_id, webhook_id)],
+        "failed": [],
     }
 
     direct_id = ids.delivery_id(f"evt_{uuid.uuid4().hex}", webhook_id)

@@ -3,60 +3,54 @@ internal (the secret above all) can leak by a model gaining a column."""
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import datetime
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from infraudit import events
+from infraudit import event_data, events, urls
+from infraudit.contract import EVENT_ID_PATTERN
 from infraudit.deliveries import DeliveryRow
+from infraudit.event_data import EventData
+from infraudit.urls import MAX_URL_LENGTH
 
-MAX_URL_LENGTH = 2048
-EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+#: Where the OpenAPI document publishes the schema of one value inside an event's ``data``.
+DATA_VALUE_REF = f"#/components/schemas/{event_data.VALUE_SCHEMA_NAME}"
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields refused, and no type coercion (``"enabled": 0`` or
+    ``"true"`` is not a boolean), so what is accepted is what the OpenAPI document declares."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+#: An event type customers may publish and subscribe to (the catalog less the reserved types).
+#: The enum is for the OpenAPI document, so clients and schema-based testers know the valid
+#: values; the validators still check, with a message naming them.
+EventType = Annotated[
+    str,
+    Field(json_schema_extra={"enum": list(events.PUBLIC_TYPES)}),
+]
 
 
 def _event_types(values: list[str]) -> list[str]:
     for value in values:
-        events.check_known(value)
+        events.check_public(value)
     return sorted(set(values))
-
-
-def check_endpoint_url(url: str, *, dev: bool) -> str | None:
-    """Why ``url`` cannot be an endpoint, or None when it can.
-
-    Outside dev mode only https to a public host is allowed: plain http leaks the payload, and a
-    loopback or private address would let a customer make our workers call our own network.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        return "must be an absolute http(s) URL"
-    if dev:
-        return None
-    if parts.scheme != "https":
-        return "must use https (http is accepted only in dev mode)"
-    host = parts.hostname.lower()
-    if host == "localhost" or host.endswith((".localhost", ".internal", ".local")):
-        return "must not point at a local host (accepted only in dev mode)"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if not address.is_global:
-        return "must not point at a loopback, private or reserved address (dev mode only)"
-    return None
 
 
 class WebhookCreate(_In):
     """``POST /v1/webhooks``."""
 
-    url: str = Field(max_length=MAX_URL_LENGTH, examples=["https://example.com/infraudit"])
-    event_types: list[str] = Field(min_length=1, examples=[["drift.detected", "alert.created"]])
+    url: str = Field(
+        max_length=MAX_URL_LENGTH,
+        examples=["https://example.com/infraudit"],
+        json_schema_extra={"pattern": urls.DOCUMENTED_PATTERN},
+    )
+    event_types: list[EventType] = Field(
+        min_length=1, examples=[["drift.detected", "alert.created"]]
+    )
     description: str = Field("", max_length=500)
 
     _check_types = field_validator("event_types")(_event_types)
@@ -65,8 +59,10 @@ class WebhookCreate(_In):
 class WebhookUpdate(_In):
     """``PATCH /v1/webhooks/{id}``: only the given fields change."""
 
-    url: str | None = Field(None, max_length=MAX_URL_LENGTH)
-    event_types: list[str] | None = Field(None, min_length=1)
+    url: str | None = Field(
+        None, max_length=MAX_URL_LENGTH, json_schema_extra={"pattern": urls.DOCUMENTED_PATTERN}
+    )
+    event_types: list[EventType] | None = Field(None, min_length=1)
     description: str | None = Field(None, max_length=500)
     enabled: bool | None = None
 
@@ -104,16 +100,26 @@ class WebhookList(BaseModel):
 
 
 class EventIn(_In):
-    """``POST /v1/events``."""
+    """``POST /v1/events``: what ``data`` may hold is decided in ``infraudit.event_data``."""
 
-    event: str = Field(examples=["drift.detected"])
-    data: dict[str, Any] = Field(default_factory=dict)
-    id: str | None = Field(None, pattern=EVENT_ID_PATTERN, description="Idempotency key.")
+    event: EventType = Field(examples=["drift.detected"])
+    data: EventData = Field(
+        default_factory=dict,
+        description="A JSON object: at most 32 levels deep, integers within ±(2^53 - 1), "
+        "no lone surrogates, at most INFRAUDIT_MAX_EVENT_BYTES minus 1 KiB as compact JSON.",
+        json_schema_extra={"additionalProperties": {"$ref": DATA_VALUE_REF}},
+    )
+    id: str | None = Field(
+        None,
+        pattern=EVENT_ID_PATTERN,
+        description="Idempotency key: the same id with the same event again is a harmless "
+        "repeat; with another type, data or timestamp it is a 409.",
+    )
 
     @field_validator("event")
     @classmethod
-    def _known(cls, value: str) -> str:
-        return events.check_known(value)
+    def _publishable(cls, value: str) -> str:
+        return events.check_public(value)
 
 
 class EventAccepted(BaseModel):
@@ -130,10 +136,12 @@ class PingAccepted(BaseModel):
 
 
 class EventTypeOut(BaseModel):
-    """One catalog entry."""
+    """One catalog entry; a reserved type is sent by the engine only (``webhook.ping``): it
+    cannot be published or subscribed to, and every endpoint receives it when tested."""
 
     name: str
     description: str
+    reserved: bool
 
 
 class EventTypeList(BaseModel):
@@ -146,3 +154,11 @@ class DeliveryList(BaseModel):
     """``GET /v1/webhooks/{id}/deliveries``."""
 
     data: list[DeliveryRow]
+
+
+class Readiness(BaseModel):
+    """``GET /readyz``, 200 or 503: each dependency is ``ok`` or ``unavailable: <error type>``."""
+
+    status: Literal["ok", "unavailable"]
+    database: str
+    temporal: str

@@ -9,12 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from infraudit import ids
 from infraudit.store.models import ApiKey, Org
 
-ORG_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
 
 async def ensure_org(session: AsyncSession, org_id: str) -> Org:
     """The org with this id, created when new."""
-    if not ORG_ID_PATTERN.match(org_id):
+    if not re.fullmatch(ids.ORG_ID_PATTERN, org_id):
         raise ValueError(
             "org id must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
         )
