@@ -13,12 +13,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
-from temporalio.api.enums.v1 import EventType, WorkflowExecutionStatus
+from temporalio.api.enums.v1 import EventType, PendingActivityState, WorkflowExecutionStatus
 from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionDescription
 from temporalio.service import RPCError, RPCStatusCode
 
 from infraudit import search_attributes
+from infraudit.activities.send import settle_attempts
 from infraudit.contract import (
     DELIVER_WEBHOOK,
     MEMO_PAYLOAD,
@@ -167,9 +168,18 @@ def _decode_attempts(client: Client, payloads: Any) -> list[Attempt]:
 def _pending_attempts(
     client: Client, description: WorkflowExecutionDescription
 ) -> tuple[list[Attempt], datetime | None]:
-    """Attempts so far of a delivery still retrying, from its pending activity."""
+    """Attempts so far of a delivery still retrying, from its pending activity.
+
+    The pending activity's ``attempt`` is the one running (state STARTED) or due next: every
+    number before it has started, so a missing or unfinished record among them is a lost one.
+    """
     for pending in description.raw_description.pending_activities:
-        attempts = _decode_attempts(client, pending.heartbeat_details.payloads)
+        running = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        attempts = settle_attempts(
+            _decode_attempts(client, pending.heartbeat_details.payloads),
+            through=pending.attempt - 1,
+            running=pending.attempt if running else None,
+        )
         next_at = None
         if pending.HasField("next_attempt_schedule_time"):
             next_at = pending.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)
@@ -187,15 +197,27 @@ def _failure_attempts(client: Client, failure: Failure) -> list[Attempt]:
 
 
 async def _finished_attempts(client: Client, delivery_id: str) -> list[Attempt]:
-    """Every attempt of an ended delivery, from its POST activity's result or final failure."""
+    """Every attempt of an ended delivery, from its POST activity's result or final failure.
+
+    A result or failure was written by the activity itself, with every attempt. A timeout
+    carries only the last heartbeat: the started event's attempt number (the last one that
+    started) then adds any attempt the heartbeats do not show, settled as lost.
+    """
     history = await client.get_workflow_handle(delivery_id).fetch_history()
+    timed_out: list[Attempt] | None = None
     for event in reversed(history.events):
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             attrs = event.activity_task_completed_event_attributes
-            return _decode_attempts(client, attrs.result.payloads)
+            return settle_attempts(_decode_attempts(client, attrs.result.payloads))
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
-            return _failure_attempts(client, event.activity_task_failed_event_attributes.failure)
+            failure = event.activity_task_failed_event_attributes.failure
+            return settle_attempts(_failure_attempts(client, failure))
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
             failure = event.activity_task_timed_out_event_attributes.failure
-            return _failure_attempts(client, failure)
-    return []
+            timed_out = _failure_attempts(client, failure)
+        elif (
+            event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED and timed_out is not None
+        ):
+            started = event.activity_task_started_event_attributes.attempt
+            return settle_attempts(timed_out, through=started)
+    return settle_attempts(timed_out or [])

@@ -17,10 +17,17 @@ from infraudit.activities.fanout import FanOutActivities
 from infraudit.activities.send import SendActivities, new_http_client
 from infraudit.config import Settings, get_settings
 from infraudit.store.db import Database
+from infraudit.store.secret_box import Keyring
 from infraudit.workflows.delivery import DeliverWebhook
 from infraudit.workflows.publish import PublishEvent
 
 log = logging.getLogger(__name__)
+
+#: The HTTP library's loggers: httpx writes every request's full URL at INFO and httpcore traces
+#: connections at DEBUG. Endpoint URLs may hold credentials (userinfo) or tokens (query string),
+#: so the worker lets through only their warnings; the send activity logs each failed attempt
+#: itself, with the URL redacted.
+_URL_LOGGERS = ("httpx", "httpcore")
 
 #: Modules the workflow sandbox shares instead of re-importing per workflow run: our contract,
 #: signing and catalog are deterministic, and pydantic validates every workflow input. Without
@@ -43,7 +50,7 @@ async def build_worker(
     Invalid workflow input (say, JSON from another service naming an unknown event type) fails
     that workflow with the validation message instead of retrying its task forever.
     """
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, Keyring.from_settings(settings))
     http = new_http_client()
     sender = SendActivities(db, http, response_body_limit=settings.response_body_limit)
     fan_out = FanOutActivities(db, client, settings)
@@ -64,6 +71,7 @@ async def build_worker(
 
 async def run_worker(settings: Settings | None = None) -> None:
     """Prepare the namespace, then poll until cancelled."""
+    quiet_url_logs()
     settings = settings or get_settings()
     client = await temporal.connect(settings)
     await temporal.prepare(client, settings)
@@ -75,6 +83,12 @@ async def run_worker(settings: Settings | None = None) -> None:
             settings.temporal_namespace,
         )
         await worker.run()
+
+
+def quiet_url_logs() -> None:
+    """Keep the HTTP library's request lines (full endpoint URLs) out of the worker's log."""
+    for name in _URL_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main() -> None:

@@ -12,15 +12,16 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
-    from infraudit import search_attributes, signing
+    from infraudit import ids, search_attributes, signing
     from infraudit.activities.send import (
         ENDPOINT_GONE,
         SendActivities,
         attempts_from_details,
         describe_failure,
+        settle_attempts,
     )
     from infraudit.config import get_settings
     from infraudit.contract import (
@@ -64,7 +65,7 @@ def failure_message(attempts: list[Attempt], cause: BaseException | None) -> str
     message = f"{count} {noun} failed"
     if attempts:
         message += f"; last: {describe_failure(attempts[-1])}"
-    if isinstance(cause, TimeoutError):
+    if isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_CLOSE:
         message += "; the delivery window ran out"
     return message
 
@@ -77,6 +78,11 @@ class DeliverWebhook:
     async def run(self, delivery: DeliverWebhookInput) -> DeliveryOutcome:
         """Send, retry as the policy says, record the outcome; raise when it failed."""
         delivery_id = workflow.info().workflow_id
+        problem = ids.delivery_id_problem(
+            delivery_id, event_id=delivery.event_id, webhook_id=delivery.webhook_id
+        )
+        if problem:
+            raise ApplicationError(problem, type="ValidationError", non_retryable=True)
         policy = delivery.policy or DeliveryPolicy.from_settings(get_settings())
         envelope = signing.build_envelope(
             event=delivery.event,
@@ -131,9 +137,14 @@ class DeliverWebhook:
 
 
 def _attempts_of(cause: BaseException | None) -> list[Attempt]:
-    """The attempts carried by the activity's final failure (or by its last heartbeat)."""
+    """The attempts carried by the activity's final failure (or by its last heartbeat).
+
+    After a timeout the last heartbeat may hold the final attempt in flight: its worker was lost
+    (start-to-close) or the window closed on it (schedule-to-close); either way it may have
+    reached the receiver, so it is listed, settled as lost.
+    """
     if isinstance(cause, ApplicationError):
-        return attempts_from_details(cause.details)
+        return settle_attempts(attempts_from_details(cause.details))
     if isinstance(cause, TimeoutError):
-        return attempts_from_details(cause.last_heartbeat_details)
+        return settle_attempts(attempts_from_details(cause.last_heartbeat_details))
     return []
