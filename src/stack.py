@@ -35,6 +35,8 @@ SUPERVISOR_ENV = "INFRAUDIT_SUPERVISOR_PID"
 #: The org whose key ``up`` keeps in ``.infraudit/dev-api-key`` (dev mode only).
 DEV_ORG = "dev"
 DEV_KEY_FILE = "dev-api-key"
+#: Where ``up`` keeps the key that seals signing secrets, when the environment sets none.
+SECRET_KEY_FILE = "secret.key"
 #: Seconds each of Temporal and the API may take to answer after they are started.
 START_TIMEOUT = 90.0
 #: Seconds a child may take to stop after SIGTERM before it is killed.
@@ -86,13 +88,57 @@ def follow_supervisor() -> None:
 
 
 def prepare_environment() -> None:
-    """Dev mode for ``up`` and its children unless the environment already chose a mode.
+    """Dev mode and a secret key for ``up`` and its children, unless the environment chose.
 
     ``up`` is the local stack: http:// and loopback endpoints must be allowed there, while an
-    explicit ``INFRAUDIT_DEV=0`` still lets someone try production rules locally.
+    explicit ``INFRAUDIT_DEV=0`` still lets someone try production rules locally. Signing
+    secrets are sealed in every mode, so without ``INFRAUDIT_SECRET_KEYS`` the stack uses the
+    key it keeps in ``.infraudit/secret.key``; the children inherit it through the environment.
     """
     if not os.environ.get("INFRAUDIT_DEV", "").strip():
         os.environ["INFRAUDIT_DEV"] = "1"
+    if not os.environ.get("INFRAUDIT_SECRET_KEYS", "").strip():
+        os.environ["INFRAUDIT_SECRET_KEYS"] = local_secret_key(
+            default_state_dir() / SECRET_KEY_FILE
+        )
+
+
+def local_secret_key(path: Path) -> str:
+    """The key kept in ``path``, made (mode 0600, in a 0700 folder) the first time.
+
+    An existing file is never replaced: the secrets of the local store are sealed with it, and a
+    new key would make all of them unreadable. A malformed file stops ``up`` with one line.
+    """
+    from infraudit.store.secret_box import new_key
+
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = new_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+    return key
+
+
+#: The umask of ``up`` and so of its children: what they create is their owner's alone.
+PRIVATE_UMASK = 0o077
+
+
+def make_private(state_dir: Path) -> None:
+    """Keep the local state to its owner: the folder 0700, each file in it 0600, from now on too.
+
+    The umask covers what ``up`` and its children create later (Temporal's database and log,
+    SQLite's ``-wal`` and ``-shm``); the chmod covers what earlier releases left readable to
+    everyone. The registrations hold API key hashes and sealed secrets, ``dev-api-key`` a key,
+    Temporal's database every event's payload.
+    """
+    os.umask(PRIVATE_UMASK)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state_dir.chmod(0o700)
+    for path in state_dir.iterdir():
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o600)
 
 
 def temporal_port(settings: Settings) -> int:
@@ -252,9 +298,10 @@ class Stack:
     def start(self) -> bool:
         """Bring everything up; False when a stop was requested before it finished."""
         from infraudit.store import migrate
+        from infraudit.store.secret_box import Keyring
 
         settings = self.settings
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        make_private(self.state_dir)
         wanted = {
             temporal_port(settings): "Temporal (INFRAUDIT_TEMPORAL_ADDRESS)",
             settings.temporal_ui_port: "the Temporal UI (INFRAUDIT_TEMPORAL_UI_PORT)",
@@ -266,7 +313,7 @@ class Stack:
                     f"port {port} for {user} is in use: is another `infraudit up` running?"
                 )
         try:
-            migrate.upgrade(settings.database_url)
+            migrate.upgrade(settings.database_url, Keyring.from_settings(settings))
         except Exception as err:  # any driver or migration error: say it, no traceback
             raise StackError(f"cannot migrate the database: {err}") from err
 

@@ -64,6 +64,7 @@ async def test_every_v1_route_needs_a_valid_key(api: tuple[str, str]) -> None:
             ("GET", "/v1/webhooks/wh_x/deliveries"),
             ("GET", "/v1/webhooks/wh_x/deliveries/del_x"),
             ("POST", "/v1/events"),
+            ("GET", "/v1/event-types"),
         ]:
             for headers in ({}, {"Authorization": "Bearer iak_not-a-key"}, {"Authorization": "x"}):
                 response = await anonymous.request(method, path, headers=headers, json={})
@@ -221,14 +222,16 @@ async def test_outside_dev_mode_only_public_https_endpoints_are_accepted(
         assert ok.status_code == 201
 
 
-async def test_event_types_health_and_docs(api: tuple[str, str]) -> None:
+async def test_event_types_health_and_docs(api: tuple[str, str], alice: Caller) -> None:
     async with httpx.AsyncClient(base_url=api[0]) as http:
-        catalog = (await http.get("/v1/event-types")).json()["data"]
+        catalog = (await alice.http.get("/v1/event-types")).json()["data"]
         assert len(catalog) == 9
         assert {
             "name": "drift.detected",
             "description": "A new drift finding is created",
+            "reserved": False,
         } in catalog
+        assert {e["name"] for e in catalog if e["reserved"]} == {"webhook.ping"}
         assert (await http.get("/healthz")).json() == {"status": "ok"}
         assert (await http.get("/openapi.json")).status_code == 200
         assert (await http.get("/docs")).status_code == 200

@@ -1,21 +1,28 @@
-"""Request dependencies: settings, a database session, the Temporal client, the caller's org."""
+"""Request dependencies: settings, a database session, the Temporal client, rate limits, the org."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, Request, status
+from fastapi import Depends, Request, Security, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from infraudit import temporal
-from infraudit.api.errors import ApiError
+from infraudit.api.errors import ApiError, unavailable
+from infraudit.api.quotas import Quotas
 from infraudit.config import Settings
 from infraudit.store import orgs
 from infraudit.store.db import Database
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -24,15 +31,25 @@ class Resources:
 
     settings: Settings
     db: Database
+    quotas: Quotas
     client: Client | None = None
-    _connecting: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _connecting: asyncio.Task[Client] | None = field(default=None, repr=False)
 
     async def temporal_client(self) -> Client:
-        """The Temporal client, connecting on first use so the API starts before Temporal."""
+        """The Temporal client, connecting on first use so the API starts before Temporal.
+
+        Bounded (see :func:`infraudit.temporal.connect`), and requests arriving meanwhile share
+        the one attempt under way rather than queue for their own, so none waits more than about
+        ``temporal_rpc_timeout`` seconds; the next request after a failed attempt tries again.
+        Raises one of ``temporal.CONNECT_ERRORS`` while Temporal cannot be reached.
+        """
         if self.client is None:
-            async with self._connecting:
-                if self.client is None:
-                    self.client = await temporal.connect(self.settings)
+            if self._connecting is None or self._connecting.done():
+                self._connecting = asyncio.create_task(
+                    temporal.connect(self.settings, bounded=True)
+                )
+            # Shielded: a caller that hangs up does not cancel the attempt the others await.
+            self.client = await asyncio.shield(self._connecting)
         return self.client
 
 
@@ -59,33 +76,64 @@ async def session(res: ResourcesDep) -> AsyncIterator[AsyncSession]:
         yield s
 
 
-async def temporal_client(res: Resources) -> Client:
-    """The Temporal client; 503 while Temporal is unreachable.
+def quotas(res: ResourcesDep) -> Quotas:
+    """The API process's rate limits and caps."""
+    return res.quotas
 
-    Routes call this after their own checks, so a bad id is a 404 even while Temporal is down.
+
+@asynccontextmanager
+async def temporal_calls(res: Resources, unfinished: str) -> AsyncIterator[Client]:
+    """The Temporal client for a route's calls; Temporal down, hung or busy answers 503.
+
+    Connecting or any call in the block failing for an outage (``temporal.is_outage``) ends the
+    request with a 503 whose message is ``unfinished``: what became of the request and what is
+    safe to do next, which only the route knows. The server's address and the RPC error stay in
+    the log. Routes enter the block after their own checks, so a bad id is a 404 even while
+    Temporal is down.
     """
     try:
-        return await res.temporal_client()
-    except RuntimeError as err:
-        raise ApiError(status.HTTP_503_SERVICE_UNAVAILABLE, f"Temporal unreachable: {err}") from err
+        client = await res.temporal_client()
+    except temporal.CONNECT_ERRORS as err:
+        log.warning("Temporal unreachable: %s", str(err) or type(err).__name__)
+        raise unavailable(f"Temporal is unreachable: {unfinished}") from err
+    try:
+        yield client
+    except RPCError as err:
+        if not temporal.is_outage(err):
+            raise
+        log.warning("Temporal did not answer: %s", str(err) or type(err).__name__)
+        raise unavailable(f"Temporal did not answer: {unfinished}") from err
 
 
 SettingsDep = Annotated[Settings, Depends(settings)]
+QuotasDep = Annotated[Quotas, Depends(quotas)]
 SessionDep = Annotated[AsyncSession, Depends(session, scope="function")]
 
 
-async def org_id(request: Request, s: SessionDep) -> str:
+#: The API key scheme, declared in the OpenAPI document on every route that depends on
+#: ``org_id``. ``auto_error=False``: a missing or non-Bearer header reaches ``org_id`` as None, so
+#: the 401 has our error shape rather than FastAPI's ``{"detail": ...}``.
+api_key = HTTPBearer(
+    scheme_name="ApiKey",
+    bearerFormat="iak_...",
+    description="An org's API key, made by `infraudit api-key create --org ORG`.",
+    auto_error=False,
+)
+
+ApiKeyDep = Annotated[HTTPAuthorizationCredentials | None, Security(api_key)]
+
+
+async def org_id(credentials: ApiKeyDep, s: SessionDep) -> str:
     """The org of the ``Authorization: Bearer`` API key; 401 without a valid one."""
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
     unauthorized = {"WWW-Authenticate": "Bearer"}
-    if scheme.lower() != "bearer" or not key.strip():
+    if credentials is None:
         raise ApiError(
             status.HTTP_401_UNAUTHORIZED,
             "missing API key: send Authorization: Bearer <key>",
             field="Authorization",
             headers=unauthorized,
         )
-    found = await orgs.org_for_api_key(s, key.strip())
+    found = await orgs.org_for_api_key(s, credentials.credentials)
     if found is None:
         raise ApiError(
             status.HTTP_401_UNAUTHORIZED,

@@ -7,15 +7,99 @@ at it. Unhandled exceptions never reach a client as a bare 500 page.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 log = logging.getLogger(__name__)
+
+
+class FieldError(BaseModel):
+    """One validation problem: the input it concerns (dotted path) and what is wrong with it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong; ``field`` is null when no single input is to blame (a 404 route, a 503)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message: str
+    field: str | None
+    errors: list[FieldError]
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response, whatever its status; the OpenAPI document says so."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorDetail
+
+
+#: What each error status means to a caller: the OpenAPI descriptions, and the statuses
+#: ``error_responses`` accepts. ``docs/api.md`` tells the same in its table.
+_STATUS_MEANINGS: dict[int, str] = {
+    401: "Missing or unknown API key.",
+    404: "No such webhook or delivery in your org (another org's answers the same).",
+    409: "The request conflicts with the current state (a test ping to a disabled webhook, "
+    "an event id reused for a different event, a new webhook for an org at its cap).",
+    413: "The request body is over its size limit.",
+    422: "A body, JSON document or parameter that does not validate; `field` names it.",
+    429: "Over the org's rate limit; retry after `Retry-After` seconds.",
+    503: "The database or Temporal is unavailable; the message says what became of the request. "
+    "Retry after `Retry-After` seconds.",
+}
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+
+#: Headers an error status always carries (RFC 9110: 401 names its scheme, 503 may say when to
+#: come back; RFC 6585: so may 429), declared so clients and schema checkers can rely on them.
+_STATUS_HEADERS: dict[int, dict[str, dict[str, Any]]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "The scheme to authenticate with: `Bearer`.",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
+    429: _RETRY_AFTER,
+    503: _RETRY_AFTER,
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for the error statuses a route can answer, all in ``ErrorBody``.
+
+    Declaring 422 here also keeps FastAPI from advertising its own validation-error shape,
+    which is not what ``install``'s handler answers.
+    """
+    return {
+        code: {
+            "model": ErrorBody,
+            "description": _STATUS_MEANINGS[code],
+            **({"headers": _STATUS_HEADERS[code]} if code in _STATUS_HEADERS else {}),
+        }
+        for code in codes
+    }
 
 
 class ApiError(Exception):
@@ -36,11 +120,28 @@ class ApiError(Exception):
         self.headers = headers
 
 
+#: Seconds a 503 asks the caller to wait before retrying: a hint, no one knows when an outage
+#: ends, but a caller retrying at once would only add load to whatever is struggling.
+OUTAGE_RETRY_AFTER = 5
+
+
+def unavailable(message: str) -> ApiError:
+    """A 503 saying ``message`` (what became of the request), with ``Retry-After``."""
+    return ApiError(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        message,
+        headers={"Retry-After": str(OUTAGE_RETRY_AFTER)},
+    )
+
+
 def error_body(
     message: str, field: str | None = None, errors: Sequence[dict[str, Any]] = ()
 ) -> dict[str, Any]:
-    """The JSON body of an error response."""
-    return {"error": {"message": message, "field": field, "errors": list(errors)}}
+    """The JSON body of an error response, checked against ``ErrorBody``."""
+    detail = ErrorDetail(
+        message=message, field=field, errors=[FieldError.model_validate(e) for e in errors]
+    )
+    return ErrorBody(error=detail).model_dump(mode="json")
 
 
 def error_response(
@@ -64,12 +165,22 @@ def _field_name(location: Sequence[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+def _problem(error: Mapping[str, Any]) -> dict[str, str]:
+    """One pydantic/FastAPI validation error as ``{"field", "message"}``.
+
+    A body that is not JSON at all comes as ``json_invalid`` located at ``("body", <offset>)``:
+    the offset is no field, so it names ``body`` and says where parsing stopped.
+    """
+    if error.get("type") == "json_invalid":
+        reason = error.get("ctx", {}).get("error", "decode error")
+        offset = error.get("loc", ())[-1]
+        return {"field": "body", "message": f"not valid JSON: {reason} at character {offset}"}
+    return {"field": _field_name(error.get("loc", ())), "message": str(error.get("msg", "invalid"))}
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"field": _field_name(e.get("loc", ())), "message": str(e.get("msg", "invalid"))}
-        for e in exc.errors()
-    ]
+    errors = [_problem(e) for e in exc.errors()]
     first = errors[0] if errors else {"field": "body", "message": "invalid request"}
     return error_response(
         status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -84,9 +195,59 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, exc.message, exc.field, headers=exc.headers)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request, listed: str) -> str:
+    """Every method served at the request's path, for a 405's ``Allow`` header (RFC 9110).
+
+    Starlette's ``listed`` names only the methods of the first route whose path matches, but
+    FastAPI makes one route per method (``GET`` and ``DELETE`` of a webhook are two routes), so
+    the methods of every operation the OpenAPI document has at this path are added.
+    """
+    methods = {m.strip() for m in listed.split(",") if m.strip()}
+    for template, operations in request.app.openapi()["paths"].items():
+        if compile_path(template)[0].fullmatch(request.scope["path"]):
+            methods |= {method.upper() for method in operations}
+    return ", ".join(sorted(methods))
+
+
+#: Why FastAPI's body parser gave up on a JSON body, by the exception it caught.
+_UNREADABLE_BODY = {
+    UnicodeDecodeError: "not valid JSON: it is not UTF-8",
+    RecursionError: "not valid JSON we can read: nested too deeply",
+}
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+    if exc.status_code == status.HTTP_400_BAD_REQUEST and exc.__cause__ is not None:
+        # FastAPI answers 400 "error parsing the body" when decoding the body raised (not UTF-8,
+        # nested past the parser's recursion limit). To a caller that is malformed JSON like
+        # any other, which this API answers 422 naming ``body``.
+        reason = _UNREADABLE_BODY.get(type(exc.__cause__), "not valid JSON")
+        return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, f"body: {reason}", "body")
+    headers = dict(exc.headers or {})
+    if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        headers["Allow"] = _allowed_methods(request, headers.get("Allow", ""))
+    return error_response(exc.status_code, str(exc.detail), headers=headers or None)
+
+
+#: Database errors that mean the store did not answer (server down or unreachable, connection
+#: lost, pool exhausted, SQLite file unreadable or locked), not that a query is wrong.
+_STORE_OUTAGES = (OperationalError, InterfaceError, SQLAlchemyTimeoutError)
+
+
+async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """503 for a database outage. Its transaction rolled back, so the request changed nothing.
+
+    The log line carries the driver's own message (host and port included) but not SQLAlchemy's
+    text, which repeats the statement's parameters.
+    """
+    assert isinstance(exc, _STORE_OUTAGES)
+    cause = getattr(exc, "orig", None) or exc
+    log.warning("database unavailable: %s: %s", type(cause).__name__, cause)
+    outage = unavailable(
+        "the database is unavailable: nothing was read or changed; retry in a few seconds"
+    )
+    return error_response(outage.status_code, outage.message, headers=outage.headers)
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -99,4 +260,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for outage in _STORE_OUTAGES:
+        app.add_exception_handler(outage, _store_unavailable)
     app.add_exception_handler(Exception, _unexpected)
