@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 from temporalio.client import Client
 
 from bench import procs
@@ -32,8 +33,9 @@ from infraudit.activities.send import USER_AGENT, new_http_client
 from infraudit.client import start_publish
 from infraudit.config import Settings
 from infraudit.contract import DeliverWebhookInput, DeliveryPolicy
-from infraudit.store import migrate, webhooks
+from infraudit.store import migrate, secret_box, webhooks
 from infraudit.store.db import Database
+from infraudit.store.secret_box import Keyring
 
 EVENT = "drift.detected"
 DATA: dict[str, Any] = {"resource": "sg-0123456789abcdef0", "region": "eu-west-1", "drift": 3}
@@ -136,7 +138,7 @@ async def signed_post(
     }
     async with (
         asyncio.timeout(10),
-        http.stream("POST", url, content=body, headers=headers) as response,
+        http.stream("POST", url, content=body, headers=headers, timeout=10) as response,
     ):
         await response.aread()
     return response.status_code
@@ -469,8 +471,10 @@ async def run(options: Options) -> Run:
             receiver_port = int(await asyncio.to_thread(procs.read_ready_line, receiver_proc))
             receiver = ReceiverControl(receiver_port)
             client = await connect(address)
-            migrate.upgrade(db_url)
-            db = Database(db_url)
+            keys = secret_box.new_key()
+            keyring = Keyring(secret_box.decode_keys(keys))
+            migrate.upgrade(db_url, keyring)
+            db = Database(db_url, keyring)
             bench = Bench(options, client, db, receiver)
             bench.meter.pids.update(
                 server=(server.pid, True),
@@ -490,10 +494,16 @@ async def run(options: Options) -> Run:
             await bench.meter.settle(["server"], 0.0, interval=1.0, limit=30.0)
             bench.idle = await bench.meter.idle_rate(["server"])
             bench.run.idle_server_cpu = bench.idle
-            env = {"INFRAUDIT_TEMPORAL_ADDRESS": address, "INFRAUDIT_DATABASE_URL": db_url}
+            env = {
+                "INFRAUDIT_TEMPORAL_ADDRESS": address,
+                "INFRAUDIT_DATABASE_URL": db_url,
+                secret_box.KEYS_VARIABLE: keys,
+            }
             async with worker_process("bare", "bench-bare", env, bench.meter):
                 await bench.bare_rows("bench-bare")
-            settings = Settings(database_url=db_url, temporal_address=address)
+            settings = Settings(
+                database_url=db_url, temporal_address=address, secret_keys=SecretStr(keys)
+            )
             async with worker_process("engine", "bench-engine", env, bench.meter):
                 await bench.engine_rows("bench-engine", settings)
             async with worker_process("engine-unsandboxed", "bench-nosandbox", env, bench.meter):

@@ -20,6 +20,7 @@ from infraudit.stack import temporal_command
 from infraudit.store import orgs, webhooks
 from infraudit.store.db import Database
 from infraudit.store.models import Subscription, Webhook
+from infraudit.store.secret_box import keyring_of
 
 
 def start_temporal(state_dir: Path, port: int) -> subprocess.Popen[bytes]:
@@ -61,15 +62,17 @@ async def add_many_endpoints(db: Database, org_id: str, url: str, event: str, co
     """Register ``count`` endpoints in one flush: seeding 10,000 rows one by one is slow."""
     async with db.session() as session, session.begin():
         await orgs.ensure_org(session, org_id)
+        keyring = keyring_of(session)
+        webhook_ids = [ids.new_webhook_id() for _ in range(count)]
         session.add_all(
             Webhook(
-                id=ids.new_webhook_id(),
+                id=webhook_id,
                 org_id=org_id,
                 url=f"{url}/hook/{n}",
                 description="",
                 enabled=True,
-                secret=ids.new_secret(),
+                sealed_secret=keyring.seal(ids.new_secret(), webhook_id=webhook_id),
                 subscriptions=[Subscription(event_type=event)],
             )
-            for n in range(count)
+            for n, webhook_id in enumerate(webhook_ids)
         )

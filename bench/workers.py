@@ -35,6 +35,7 @@ from infraudit.activities.fanout import FanOutActivities
 from infraudit.activities.send import new_http_client
 from infraudit.config import Settings
 from infraudit.store.db import Database
+from infraudit.store.secret_box import Keyring
 from infraudit.worker import build_worker
 from infraudit.workflows.publish import PublishEvent
 
@@ -52,7 +53,7 @@ class BareActivities:
     async def post(self, url: str, key: str) -> int:
         """One POST with a small body; a non-2xx raises so Temporal retries, as ours does."""
         response = await self._http.post(
-            url, content=b'{"bench":true}', headers={signing.DELIVERY_HEADER: key}
+            url, content=b'{"bench":true}', headers={signing.DELIVERY_HEADER: key}, timeout=10
         )
         if not response.is_success:
             raise RuntimeError(f"HTTP {response.status_code}")
@@ -80,7 +81,7 @@ async def fanout_worker(
     client: Client, task_queue: str, settings: Settings
 ) -> AsyncIterator[Worker]:
     """PublishEvent only, as tests/test_publish.py runs it, so deliveries are started, not run."""
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, Keyring.from_settings(settings))
     try:
         yield Worker(
             client,

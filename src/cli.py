@@ -2,8 +2,8 @@
 
 Commands that manage webhooks talk to the registration API over HTTP with the org's API key, so
 the CLI sees exactly what any other client sees and needs no database or Temporal access. The
-process commands (``worker``, ``api``, ``db upgrade``, ``api-key create``, ``up``) run the engine
-itself. Settings come only from :mod:`infraudit.config` (``INFRAUDIT_*`` variables).
+process commands (``worker``, ``api``, ``db upgrade``, ``api-key create``, ``secrets``, ``up``) run
+the engine itself. Settings come only from :mod:`infraudit.config` (``INFRAUDIT_*`` variables).
 
 Exit codes: 0 success, 1 the API (or a process) reported a failure, 2 bad usage or configuration
 (and, for ``webhook test``, a delivery still pending at the timeout).
@@ -21,7 +21,7 @@ import logging
 import signal
 import time
 from collections.abc import Sequence
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 from urllib.parse import quote
 
 import httpx
@@ -29,6 +29,9 @@ import pydantic
 import typer
 
 from infraudit.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from infraudit.store.secret_box import Keyring
 
 app = typer.Typer(
     name="infraudit",
@@ -44,10 +47,14 @@ webhook_app = typer.Typer(
 event_app = typer.Typer(help="Publish events to subscribed endpoints.", no_args_is_help=True)
 db_app = typer.Typer(help="The registrations database.", no_args_is_help=True)
 api_key_app = typer.Typer(help="Org API keys.", no_args_is_help=True)
+secrets_app = typer.Typer(
+    help="The keys that seal signing secrets at rest (INFRAUDIT_SECRET_KEYS).", no_args_is_help=True
+)
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(event_app, name="event")
 app.add_typer(db_app, name="db")
 app.add_typer(api_key_app, name="api-key")
+app.add_typer(secrets_app, name="secrets")
 
 #: How many seconds one API call may take before the CLI gives up on it.
 HTTP_TIMEOUT = 30.0
@@ -77,6 +84,23 @@ def load_settings() -> Settings:
             f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in err.errors()
         )
         fail(f"invalid INFRAUDIT_* configuration: {problems}", 2)
+
+
+def require_keyring(settings: Settings) -> Keyring:
+    """The keyring of ``INFRAUDIT_SECRET_KEYS``, or exit 2 with one line when it is missing or
+    malformed. Processes that seal or open secrets call it first, so none starts without it.
+    """
+    from infraudit.store.secret_box import Keyring, SecretKeyError
+
+    try:
+        return Keyring.from_settings(settings)
+    except SecretKeyError as err:
+        fail(str(err), 2)
+
+
+def configured_keyring(settings: Settings) -> Keyring | None:
+    """The keyring when ``INFRAUDIT_SECRET_KEYS`` is set (exit 2 if malformed), else None."""
+    return None if settings.secret_keys is None else require_keyring(settings)
 
 
 def error_message(response: httpx.Response) -> str:
@@ -501,6 +525,7 @@ def worker() -> None:
     from infraudit import stack
 
     settings = load_settings()
+    require_keyring(settings)
     stack.follow_supervisor()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(serve_worker(settings))
@@ -512,6 +537,7 @@ def api() -> None:
     from infraudit import stack
 
     settings = load_settings()
+    require_keyring(settings)
     stack.follow_supervisor()
     import uvicorn
 
@@ -541,15 +567,31 @@ def listen(
     uvicorn.run(listener, host="127.0.0.1", port=port, log_level="warning")
 
 
+def upgrade_database(settings: Settings) -> None:
+    """Migrate to the newest schema, sealing plain secrets with the configured keys.
+
+    The keys are needed only when the store still holds plain secrets (schema 0001); without
+    them that upgrade exits 2 with one line and changes nothing.
+    """
+    from infraudit.store import migrate
+    from infraudit.store.secret_box import SecretKeyError
+
+    try:
+        migrate.upgrade(settings.database_url, configured_keyring(settings))
+    except SecretKeyError as err:
+        fail(str(err), 2)
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Create or upgrade the schema to the newest migration (safe to run on every deploy)."""
+    """Create or upgrade the schema to the newest migration (safe to run on every deploy).
+
+    Plain signing secrets left by older releases are sealed with INFRAUDIT_SECRET_KEYS.
+    """
     from sqlalchemy.engine import make_url
 
-    from infraudit.store import migrate
-
     settings = load_settings()
-    migrate.upgrade(settings.database_url)
+    upgrade_database(settings)
     shown = make_url(settings.database_url).render_as_string(hide_password=True)
     typer.echo(f"{shown} is at the newest schema.")
 
@@ -575,16 +617,71 @@ def api_key_create(
 
     The key is stored hashed: this is the only time it is shown.
     """
-    from infraudit.store import migrate
-
     settings = load_settings()
-    migrate.upgrade(settings.database_url)
+    upgrade_database(settings)
     try:
         key = asyncio.run(create_api_key(settings.database_url, org))
     except ValueError as err:
         fail(str(err), 2)
     typer.echo(key)
     typer.echo(f"API key for org {org!r}; it is shown only this once.", err=True)
+
+
+@secrets_app.command("new-key")
+def secrets_new_key() -> None:
+    """Print a new random key for INFRAUDIT_SECRET_KEYS (only the key, on stdout)."""
+    from infraudit.store.secret_box import new_key
+
+    typer.echo(new_key())
+
+
+#: Rows re-sealed per transaction by ``secrets rotate`` (short transactions, bounded memory).
+ROTATE_PAGE = 500
+
+
+async def rotate_secrets(database_url: str, keyring: Keyring) -> tuple[int, list[str]]:
+    """Re-seal every secret under the newest key, one committed page at a time.
+
+    Returns how many were re-sealed and one line per secret that no key opens.
+    """
+    from infraudit.store import webhooks
+    from infraudit.store.db import Database
+
+    db = Database(database_url, keyring)
+    resealed = 0
+    problems: list[str] = []
+    after: str | None = None
+    try:
+        while True:
+            async with db.session() as session, session.begin():
+                page = await webhooks.reseal_secrets(
+                    session, after_webhook_id=after, limit=ROTATE_PAGE
+                )
+            resealed += page.resealed
+            problems += page.unreadable
+            if page.last_webhook_id is None:
+                return resealed, problems
+            after = page.last_webhook_id
+    finally:
+        await db.dispose()
+
+
+@secrets_app.command("rotate")
+def secrets_rotate() -> None:
+    """Re-seal every signing secret under the newest key (the first of INFRAUDIT_SECRET_KEYS).
+
+    Safe while the API and workers run, provided they all hold every key listed here. When it
+    reports no problem, the older keys can be dropped from INFRAUDIT_SECRET_KEYS everywhere.
+    Exit 1 when some secret could not be opened (each is named on stderr; none is changed).
+    """
+    settings = load_settings()
+    keyring = require_keyring(settings)
+    resealed, problems = asyncio.run(rotate_secrets(settings.database_url, keyring))
+    typer.echo(f"Re-sealed {resealed} signing secret(s) under key {keyring.current_id}.")
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command()

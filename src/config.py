@@ -9,11 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: The guide promises three attempts; this is not a setting because changing it breaks a promise.
-MAX_ATTEMPTS = 3
+from infraudit import contract, event_data
 
 
 def default_state_dir() -> Path:
@@ -33,22 +32,44 @@ class Settings(BaseSettings):
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     task_queue: str = "infraudit-webhooks"
-    http_timeout: float = Field(10.0, gt=0, description="Seconds one POST attempt may take.")
+    # The retry settings obey the bounds of the workflow contract's DeliveryPolicy, which is
+    # built from them: a worker refuses to start rather than start deliveries that cannot run.
+    http_timeout: float = Field(
+        10.0,
+        ge=contract.MIN_TIMEOUT_SECONDS,
+        le=contract.MAX_TIMEOUT_SECONDS,
+        description="Seconds one POST attempt may take.",
+    )
     delivery_window: float = Field(
-        1800.0, gt=0, description="Seconds from first attempt to giving up (schedule-to-close)."
+        1800.0,
+        ge=contract.MIN_WINDOW_SECONDS,
+        le=contract.MAX_WINDOW_SECONDS,
+        description="Seconds from first attempt to giving up (schedule-to-close).",
     )
     retry_initial_interval: float = Field(
-        300.0, gt=0, description="Seconds between the first and the second attempt."
+        300.0,
+        ge=contract.MIN_INTERVAL_SECONDS,
+        le=contract.MAX_WINDOW_SECONDS,
+        description="Seconds between the first and the second attempt.",
     )
     retry_backoff_coefficient: float = Field(
-        3.0, ge=1.0, description="Each later gap is the previous one times this."
+        3.0,
+        ge=1.0,
+        le=contract.MAX_BACKOFF_COEFFICIENT,
+        description="Each later gap is the previous one times this.",
     )
     retention_days: int = Field(30, ge=1, description="How long Temporal keeps closed deliveries.")
     response_body_limit: int = Field(
         16 * 1024, ge=0, description="Bytes of a receiver's response body that are recorded."
     )
     max_event_bytes: int = Field(
-        256 * 1024, gt=0, description="Largest accepted event body (JSON bytes)."
+        event_data.MAX_EVENT_BYTES,
+        ge=4 * event_data.ENVELOPE_RESERVE,
+        le=event_data.MAX_EVENT_BYTES,
+        description=(
+            "Largest POST /v1/events body and largest envelope the API accepts (JSON bytes); at "
+            "most the workflow contract's 256 KiB (see infraudit.event_data)."
+        ),
     )
     dev: bool = Field(False, description="Dev mode: http:// and loopback endpoints allowed.")
     api_host: str = "127.0.0.1"
@@ -56,17 +77,50 @@ class Settings(BaseSettings):
     api_url: str = "http://127.0.0.1:8000"
     api_key: str | None = None
     temporal_ui_port: int = 8233
+    temporal_rpc_timeout: float = Field(
+        2.0,
+        gt=0,
+        le=30,
+        description=(
+            "Seconds the API waits for Temporal (to connect, or to answer any one call) before "
+            "answering 503 (see infraudit.temporal.connect)."
+        ),
+    )
+    # Caps and rate limits per org, enforced by the API process (each process counts alone);
+    # why these defaults: infraudit.api.quotas.
+    max_webhooks_per_org: int = Field(100, ge=1, description="Webhooks one org may register.")
+    events_per_second: float = Field(
+        10.0, gt=0, description="Sustained POST /v1/events rate per org (events per second)."
+    )
+    event_burst: int = Field(
+        100, ge=1, description="Events an org may publish at once before the rate applies."
+    )
+    pings_per_minute: int = Field(5, ge=1, description="Test pings per webhook per minute.")
+    webhook_writes_per_minute: int = Field(
+        60, ge=1, description="Webhook creates, updates and deletes per org per minute."
+    )
+    secret_keys: SecretStr | None = Field(
+        None,
+        description=(
+            "Keys that seal signing secrets at rest: comma-separated, newest first, each 32 "
+            "bytes in base64 (format and use: infraudit.store.secret_box). The newest seals, "
+            "all open. Required by the API, the worker and `secrets rotate`; `make run` keeps "
+            "its own in .infraudit/secret.key."
+        ),
+    )
 
     @model_validator(mode="after")
     def _attempts_fit_the_window(self) -> Settings:
-        """Refuse a schedule whose third attempt could not start inside the delivery window."""
-        last_start = self.retry_initial_interval * (1 + self.retry_backoff_coefficient)
-        if last_start + 2 * self.http_timeout >= self.delivery_window:
-            raise ValueError(
-                f"retry schedule does not fit: the third attempt would start after "
-                f"{last_start:.0f}s plus two {self.http_timeout:.0f}s timeouts, beyond the "
-                f"{self.delivery_window:.0f}s delivery window"
-            )
+        """Refuse a schedule whose third attempt could not start inside the delivery window
+        (the contract's rule, :func:`infraudit.contract.schedule_problem`)."""
+        problem = contract.schedule_problem(
+            timeout_seconds=self.http_timeout,
+            window_seconds=self.delivery_window,
+            initial_interval_seconds=self.retry_initial_interval,
+            backoff_coefficient=self.retry_backoff_coefficient,
+        )
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -19,8 +20,19 @@ from infraudit.binaries import binary
 from infraudit.config import Settings
 from infraudit.store import migrate, orgs, webhooks
 from infraudit.store.db import Database, sync_url
+from infraudit.store.secret_box import KEYS_VARIABLE, Keyring, new_key
 from infraudit.worker import build_worker
 from tests.receiver import Receiver, running_receiver
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secret_key() -> Iterator[str]:
+    """This test process's key for sealing signing secrets, in its environment as a
+    deployment's would be, so every ``Settings()`` a test builds opens the store's secrets."""
+    key = new_key()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(KEYS_VARIABLE, key)
+        yield key
 
 
 @pytest.fixture(scope="session")
@@ -95,22 +107,29 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
-    """Engine settings for tests: fast retries, a 1 s timeout, a task queue of our own."""
+def settings(database_url: str, secret_key: str) -> Settings:
+    """Engine settings for tests: fast retries, a 1 s timeout, a task queue of our own, and
+    caps and rate limits no test meets unless it sets them (tests/test_quotas.py does)."""
     return Settings(
         database_url=database_url,
+        secret_keys=SecretStr(secret_key),
         task_queue=f"test-{uuid.uuid4().hex[:8]}",
         http_timeout=1.0,
         delivery_window=60,
         retry_initial_interval=0.2,
         retry_backoff_coefficient=2.0,
+        max_webhooks_per_org=100_000,
+        events_per_second=100_000,
+        event_burst=100_000,
+        pings_per_minute=100_000,
+        webhook_writes_per_minute=100_000,
     )
 
 
 @pytest.fixture(scope="session")
-async def db(database_url: str) -> AsyncIterator[Database]:
-    """The test store."""
-    database = Database(database_url)
+async def db(database_url: str, settings: Settings) -> AsyncIterator[Database]:
+    """The test store, with the session's keyring."""
+    database = Database(database_url, Keyring.from_settings(settings))
     yield database
     await database.dispose()
 

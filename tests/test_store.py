@@ -8,15 +8,19 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from infraudit.config import Settings
 from infraudit.store import orgs, webhooks
 from infraudit.store.db import Database
 from infraudit.store.models import ApiKey
+from infraudit.store.secret_box import Keyring
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, database_url: str) -> AsyncIterator[Database]:
+async def store(
+    request: pytest.FixtureRequest, database_url: str, settings: Settings
+) -> AsyncIterator[Database]:
     url = database_url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    database = Database(url)
+    database = Database(url, Keyring.from_settings(settings))
     yield database
     await database.dispose()
 

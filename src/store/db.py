@@ -6,6 +6,8 @@ driver and the migrations a sync one, so both spellings are derived here.
 
 from __future__ import annotations
 
+import os
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,14 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from infraudit.store.secret_box import SESSION_INFO_KEY, Keyring
+
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
 _SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
+#: Seconds a new PostgreSQL connection may take (libpq counts whole seconds). Without it an
+#: unreachable server holds a request for the operating system's TCP timeout, minutes; with
+#: it the request fails fast and the API answers 503.
+POSTGRES_CONNECT_TIMEOUT = 3
 
 
 def _with_driver(url: str, drivers: dict[str, str]) -> URL:
@@ -41,9 +49,19 @@ def sync_url(url: str) -> URL:
 
 
 def ensure_sqlite_folder(url: URL) -> None:
-    """Create the folder of a SQLite file, so the embedded default works on a fresh checkout."""
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    """Create a SQLite file's folder (mode 0700) and the empty file (0600) when missing.
+
+    The embedded default then works on a fresh checkout, and only the owner can read the
+    registrations (API key hashes, sealed secrets, endpoint URLs that may hold credentials).
+    SQLite gives the ``-wal`` and ``-shm`` files the database file's mode. What exists keeps
+    its mode: ``infraudit up`` tightens its own state folder (:mod:`infraudit.stack`).
+    """
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return
+    path = Path(url.database)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -56,18 +74,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class Database:
-    """One async engine and its session factory; create one per process."""
+    """One async engine and its session factory; create one per process.
 
-    def __init__(self, url: str) -> None:
+    ``keyring`` (from ``Keyring.from_settings``) rides on every session it makes, so the store
+    functions that seal and open signing secrets find it there; without one they refuse to.
+    """
+
+    def __init__(self, url: str, keyring: Keyring | None = None) -> None:
         self.url = async_url(url)
         ensure_sqlite_folder(self.url)
         sqlite = self.url.get_backend_name() == "sqlite"
         # A ping guards against server-side disconnects; a SQLite file has none, and the ping
         # costs about a millisecond of CPU on every delivery attempt (measured in bench/).
-        self.engine: AsyncEngine = create_async_engine(self.url, pool_pre_ping=not sqlite)
+        self.engine: AsyncEngine = create_async_engine(
+            self.url,
+            pool_pre_ping=not sqlite,
+            connect_args={} if sqlite else {"connect_timeout": POSTGRES_CONNECT_TIMEOUT},
+        )
         if sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, info={SESSION_INFO_KEY: keyring}
+        )
 
     def session(self) -> AsyncSession:
         """A new session; use it as ``async with db.session() as s``."""

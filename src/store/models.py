@@ -57,7 +57,13 @@ class ApiKey(Base):
 
 
 class Webhook(Base):
-    """A registered endpoint. ``secret`` is read only through ``webhooks.load_signing_target``."""
+    """A registered endpoint.
+
+    ``sealed_secret`` (column ``secret``) holds the signing secret sealed by
+    :mod:`infraudit.store.secret_box` (``v1:<key id>:<ciphertext>``), never the secret itself;
+    it is written by ``webhooks.create_webhook``, opened only by ``webhooks.load_signing_target``
+    and re-sealed only by ``webhooks.reseal_secrets``.
+    """
 
     __tablename__ = "webhooks"
 
@@ -66,7 +72,7 @@ class Webhook(Base):
     url: Mapped[str] = mapped_column(Text)
     description: Mapped[str] = mapped_column(Text, default="")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    secret: Mapped[str] = mapped_column(Text)
+    sealed_secret: Mapped[str] = mapped_column("secret", Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     subscriptions: Mapped[list[Subscription]] = relationship(

@@ -1,7 +1,9 @@
 """Queries over webhook endpoints: registration, lookup scoped to an org, fan-out pages.
 
-The signing secret leaves the database through :func:`load_signing_target` only; the models'
-other readers never touch ``Webhook.secret``. (A later change encrypts it at rest, here.)
+The signing secret is sealed (:mod:`infraudit.store.secret_box`) before it is written, and leaves
+the database through :func:`load_signing_target` only, opened with the keyring of the session's
+``Database``; :func:`reseal_secrets` moves sealed secrets to the newest key without letting them
+out. The models' other readers never touch ``Webhook.sealed_secret``.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from infraudit import ids
-from infraudit.store.models import Subscription, Webhook
+from infraudit.store.models import Org, Subscription, Webhook
+from infraudit.store.secret_box import UnreadableSecret, keyring_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +48,19 @@ async def create_webhook(
     event_types: Sequence[str],
     description: str = "",
 ) -> tuple[Webhook, str]:
-    """Register an endpoint; returns it and its new secret (the one time the secret is shown)."""
+    """Register an endpoint; returns it and its new secret (the one time the secret is shown).
+
+    The row keeps the secret sealed under the session's newest key and bound to the new id.
+    """
+    webhook_id = ids.new_webhook_id()
     secret = ids.new_secret()
     webhook = Webhook(
-        id=ids.new_webhook_id(),
+        id=webhook_id,
         org_id=org_id,
         url=url,
         description=description,
         enabled=True,
-        secret=secret,
+        sealed_secret=keyring_of(session).seal(secret, webhook_id=webhook_id),
         subscriptions=_subscriptions(event_types),
     )
     session.add(webhook)
@@ -75,6 +82,23 @@ async def list_webhooks(session: AsyncSession, org_id: str) -> Sequence[Webhook]
         select(Webhook).where(Webhook.org_id == org_id).order_by(Webhook.created_at, Webhook.id)
     )
     return result.all()
+
+
+async def count_webhooks_locking_org(session: AsyncSession, org_id: str) -> int:
+    """How many endpoints the org has, holding a write lock on its row until the transaction ends.
+
+    For a cap on that number, so that two registrations at once cannot both see room for one
+    more: the second waits for the lock and then counts the first one's endpoint. The lock is a
+    no-op UPDATE of the org's row, which PostgreSQL turns into a row lock and SQLite into its
+    one write lock. (``SELECT … FOR UPDATE`` would do on PostgreSQL only: SQLite ignores it, and
+    Python's sqlite3 runs a SELECT before any write outside the transaction, so two counts could
+    both read 99.)
+    """
+    await session.execute(update(Org).where(Org.id == org_id).values(id=Org.id))
+    count = await session.scalar(
+        select(func.count()).select_from(Webhook).where(Webhook.org_id == org_id)
+    )
+    return count or 0
 
 
 async def update_webhook(
@@ -133,13 +157,77 @@ async def subscribers_page(
 
 
 async def load_signing_target(session: AsyncSession, webhook_id: str) -> SigningTarget | None:
-    """URL, secret and state of an endpoint at send time; None when it was deleted."""
+    """URL, secret and state of an endpoint at send time; None when it was deleted.
+
+    Raises :class:`~infraudit.store.secret_box.UnreadableSecret` when no key of the session's
+    keyring opens the stored secret (its message names the webhook and key id, never a secret).
+    """
+    keyring = keyring_of(session)
     row = (
         await session.execute(
-            select(Webhook.url, Webhook.secret, Webhook.enabled).where(Webhook.id == webhook_id)
+            select(Webhook.url, Webhook.sealed_secret, Webhook.enabled).where(
+                Webhook.id == webhook_id
+            )
         )
     ).first()
     if row is None:
         return None
-    return SigningTarget(url=row.url, secret=row.secret, enabled=row.enabled)
+    secret = keyring.open(row.sealed_secret, webhook_id=webhook_id)
+    return SigningTarget(url=row.url, secret=secret, enabled=row.enabled)
 
+
+@dataclass(frozen=True, slots=True)
+class ResealPage:
+    """What one page of :func:`reseal_secrets` did.
+
+    ``unreadable`` says, per secret no key opened, which webhook and why (never the secret);
+    ``last_webhook_id`` is where the next page starts, None when there is nothing after.
+    """
+
+    resealed: int
+    unreadable: list[str]
+    last_webhook_id: str | None
+
+
+async def reseal_secrets(
+    session: AsyncSession, *, after_webhook_id: str | None, limit: int
+) -> ResealPage:
+    """Seal again under the newest key the next ``limit`` secrets (by id) still under an older one.
+
+    Used by ``infraudit secrets rotate``, one page per transaction, while the API and workers keep
+    running: each row is replaced only if it still holds the value read (so a concurrent change
+    or delete wins), and ``updated_at`` is kept, since the endpoint itself did not change.
+    """
+    keyring = keyring_of(session)
+    query = (
+        select(Webhook.id, Webhook.sealed_secret)
+        .where(~Webhook.sealed_secret.startswith(keyring.current_prefix, autoescape=True))
+        .order_by(Webhook.id)
+        .limit(limit)
+    )
+    if after_webhook_id is not None:
+        query = query.where(Webhook.id > after_webhook_id)
+    rows = (await session.execute(query)).all()
+    resealed = 0
+    unreadable: list[str] = []
+    for row in rows:
+        try:
+            secret = keyring.open(row.sealed_secret, webhook_id=row.id)
+        except UnreadableSecret as err:
+            unreadable.append(str(err))
+            continue
+        result = await session.execute(
+            update(Webhook)
+            .where(Webhook.id == row.id, Webhook.sealed_secret == row.sealed_secret)
+            .values(
+                sealed_secret=keyring.seal(secret, webhook_id=row.id),
+                updated_at=Webhook.updated_at,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        resealed += result.rowcount
+    return ResealPage(
+        resealed=resealed,
+        unreadable=unreadable,
+        last_webhook_id=rows[-1].id if len(rows) == limit else None,
+    )
