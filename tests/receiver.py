@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -87,12 +88,17 @@ class _Server(ThreadingHTTPServer):
     receiver: Receiver
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 @contextmanager
-def running_receiver(path: str = "/hook") -> Iterator[Receiver]:
-    """A receiver listening on a free port of 127.0.0.1 for the duration of the block."""
-    server = _Server(("127.0.0.1", 0), _Handler)
-    host, port = server.server_address[:2]
-    server.receiver = Receiver(url=f"http://{host}:{port}{path}")
+def running_receiver(path: str = "/hook", host: str = "127.0.0.1") -> Iterator[Receiver]:
+    """A receiver listening on a free port of ``host`` (127.0.0.1, or ``::1``) for the block."""
+    server = (_Server6 if ":" in host else _Server)((host, 0), _Handler)
+    port = server.server_address[1]
+    authority = f"[{host}]" if ":" in host else host
+    server.receiver = Receiver(url=f"http://{authority}:{port}{path}")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

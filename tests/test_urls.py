@@ -8,11 +8,8 @@ deliveries through the real API, worker and receivers on 127.0.0.1 and ::1.
 from __future__ import annotations
 
 import base64
-import socket
-import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -23,7 +20,7 @@ from infraudit import urls
 from infraudit.config import Settings
 from tests.api_fixtures import Caller, caller, running_api
 from tests.helpers import eventually
-from tests.receiver import Receiver, _Handler, _Server, running_receiver
+from tests.receiver import Receiver, running_receiver
 
 #: Refused in every mode: no HTTP client could use them, or httpx would read them differently
 #: from how they read (a browser, urlsplit), so the stored URL would not be the one POSTed to.
@@ -231,24 +228,6 @@ async def test_a_refusal_never_repeats_the_credentials_in_the_url(
         assert "tok-secret" not in response.text
 
 
-@contextmanager
-def ipv6_receiver() -> Iterator[Receiver]:
-    """The suite's receiver, listening on ::1 instead of 127.0.0.1."""
-
-    class Server(_Server):
-        address_family = socket.AF_INET6
-
-    server = Server(("::1", 0), _Handler)
-    server.receiver = Receiver(url=f"http://[::1]:{server.server_address[1]}/hook")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 async def ping_and_receive(c: Caller, url: str, receiver: Receiver) -> tuple[str, str]:
     """Register ``url`` through the API, send it a test ping; (received path, delivery id)."""
     created = await register(c, url)
@@ -308,7 +287,7 @@ async def test_userinfo_is_sent_as_basic_auth_and_kept_out_of_the_summary(
 async def test_an_ipv6_literal_is_accepted_and_delivered_in_dev_mode(
     dev_api: str, settings: Settings
 ) -> None:
-    with ipv6_receiver() as receiver:
+    with running_receiver(host="::1") as receiver:
         async with caller(dev_api, settings.database_url, f"org-{uuid.uuid4().hex[:8]}") as c:
             path, _ = await ping_and_receive(c, receiver.url + "?v=6", receiver)
     assert path == "/hook?v=6"
