@@ -192,11 +192,17 @@ async def ensure_namespace(client: Client, namespace: str, retention_days: int) 
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
-        await service.register_namespace(
-            RegisterNamespaceRequest(
-                namespace=namespace, workflow_execution_retention_period=retention
+        try:
+            await service.register_namespace(
+                RegisterNamespaceRequest(
+                    namespace=namespace, workflow_execution_retention_period=retention
+                )
             )
-        )
+        except RPCError as race:
+            # Another worker starting at the same moment registered it first: that is done.
+            if race.status != RPCStatusCode.ALREADY_EXISTS:
+                raise
+            return
         log.info("registered namespace %s with %d days retention", namespace, retention_days)
         return
     current = described.config.workflow_execution_retention_ttl.ToTimedelta()

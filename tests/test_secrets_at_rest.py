@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -58,9 +59,15 @@ def execute(url: str, statement: str, **params: object) -> None:
 
 
 def sqlite_bytes(url: str) -> bytes:
-    """The SQLite database file and its WAL, as a copy of the disk would hold them."""
+    """The SQLite database file and its WAL, as a copy of the disk would hold them.
+
+    Read by another process: opening and closing a descriptor of a SQLite file here would drop
+    the locks this process's open connections hold on it (POSIX advisory locks belong to the
+    process), and every later use of the store in this process would fail with disk I/O errors.
+    """
     path = Path(make_url(url).database or "")
-    return b"".join(p.read_bytes() for p in path.parent.glob(f"{path.name}*"))
+    files = [str(p) for p in sorted(path.parent.glob(f"{path.name}*"))]
+    return subprocess.run(["cat", *files], capture_output=True, check=True).stdout
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -148,6 +155,7 @@ async def test_rows_hold_only_ciphertext_on_sqlite_and_postgresql(
 
 @pytest.mark.usefixtures("worker")
 async def test_a_secret_no_key_opens_fails_its_attempts_clearly_and_nothing_is_sent(
+    caplog: pytest.LogCaptureFixture,
     client: Client,
     settings: Settings,
     endpoints: Endpoints,
@@ -194,6 +202,13 @@ async def test_a_secret_no_key_opens_fails_its_attempts_clearly_and_nothing_is_s
         seen = history_text(await handle.fetch_history()) + detail.model_dump_json()
         for secret in (lost_secret, swapped_secret, healthy_secret):
             assert secret not in seen
+
+    # Each refused attempt is one warning line for the operator, without a traceback.
+    not_sent = [
+        r for r in caplog.records if "not sent" in r.getMessage() and lost_key in r.getMessage()
+    ]
+    assert [r.levelname for r in not_sent] == ["WARNING"] * 3
+    assert not [r for r in caplog.records if r.name.startswith("temporalio") and r.exc_info]
 
     # The worker is fine: the next delivery of a sound endpoint goes out, correctly signed.
     assert receiver.requests == []

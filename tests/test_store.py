@@ -44,7 +44,7 @@ async def test_webhook_lifecycle(store: Database) -> None:
         assert fetched.description == "ops" and fetched.enabled
         assert await webhooks.get_webhook(session, "someone-else", hook.id) is None
         target = await webhooks.load_signing_target(session, hook.id)
-        assert target == webhooks.SigningTarget("https://example.com/hook", secret, True)
+        assert target == webhooks.SigningTarget("https://example.com/hook", secret, True, org)
         updated = await webhooks.update_webhook(
             session, fetched, event_types=["cost.anomaly"], enabled=False, url="https://x.io/h"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -30,3 +31,13 @@ async def test_prepare_creates_the_namespace_with_retention_and_search_attribute
         ListSearchAttributesRequest(namespace=namespace)
     )
     assert {key.name for key in search_attributes.ALL} <= set(listed.custom_attributes)
+
+
+async def test_workers_starting_together_both_prepare_a_new_namespace(client: Client) -> None:
+    """Replicas start at once (compose, a deploy): the one that registers second must not fail."""
+    namespace = f"ns-{uuid.uuid4().hex[:8]}"
+    await asyncio.gather(*(temporal.ensure_namespace(client, namespace, 30) for _ in range(4)))
+    described = await client.workflow_service.describe_namespace(
+        DescribeNamespaceRequest(namespace=namespace)
+    )
+    assert described.config.workflow_execution_retention_ttl.ToTimedelta() == timedelta(days=30)

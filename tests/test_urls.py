@@ -26,6 +26,12 @@ from tests.receiver import Receiver, running_receiver
 #: from how they read (a browser, urlsplit), so the stored URL would not be the one POSTed to.
 UNUSABLE = {
     "port above 65535": "http://127.0.0.1:99999/hook",
+    "port with a leading zero": "http://127.0.0.1:08080/hook",
+    "userinfo that is not UTF-8": "http://%FF%FE:%C3%28@127.0.0.1:9000/hook",
+    "a quote httpx would encode": 'http://127.0.0.1:9000/x"onmouseover=alert(1)',
+    "angle brackets in the query": 'http://127.0.0.1:9000/q?a="><img/src=x>',
+    "braces and a pipe": "http://127.0.0.1:9000/{a|b}",
+    "a backtick and a caret": "http://127.0.0.1:9000/a`b^c",
     "port 0": "http://127.0.0.1:0/hook",
     "negative port": "http://example.com:-1/hook",
     "signed port": "http://example.com:+80/hook",
@@ -86,6 +92,10 @@ LOCAL_OR_PLAIN = {
     "IPv4-mapped loopback": "https://[::ffff:127.0.0.1]/hook",
     "NAT64 of a private address": "https://[64:ff9b::a00:1]/hook",
     "6to4 of a private address": "https://[2002:a00:1::]/hook",
+    "local-use NAT64 of a private address": "https://[64:ff9b:1::a00:1]/hook",
+    "IPv4-compatible loopback": "https://[::127.0.0.1]/hook",
+    "IPv4-compatible loopback, hex": "https://[::7f00:1]/hook",
+    "IPv4-translated (SIIT) loopback": "https://[::ffff:0:7f00:1]/hook",
     "unique local IPv6": "https://[fc00::1]/hook",
     "link-local IPv6": "https://[fe80::1]/hook",
     "private": "https://10.1.2.3/hook",
@@ -308,3 +318,15 @@ async def test_an_ipv6_literal_is_accepted_and_delivered_in_dev_mode(
 )
 def test_redact_drops_credentials_and_never_raises_on_old_rows(stored: str, shown: str) -> None:
     assert urls.redact(stored) == shown
+
+
+#: Hosts httpx refuses with a message that quotes them (the fullwidth one is "localhost").
+QUOTED_BY_HTTPX = ["0177.0.0.1", "\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54"]
+
+
+@pytest.mark.parametrize("host", QUOTED_BY_HTTPX, ids=["octal", "fullwidth"])
+async def test_a_refusal_never_quotes_the_host_back(dev_caller: Caller, host: str) -> None:
+    """The URL may carry credentials: messages say what is wrong, not what was sent."""
+    response = await register(dev_caller, f"http://u:pw@{host}/hook")
+    assert response.status_code == 422, response.text
+    assert host not in response.json()["error"]["message"]

@@ -27,11 +27,14 @@ READY = "worker polling"
 class WorkerProcess:
     """One ``python worker.py`` whose stdout and stderr go to ``log_path``."""
 
+    #: The command line; ``tests/api_process.py`` runs the API the same way.
+    COMMAND: tuple[str, ...] = (sys.executable, str(ROOT / "worker.py"))
+
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, str(ROOT / "worker.py")],
+                self.COMMAND,
                 cwd=log_path.parent,
                 env=env,
                 stdout=log,
@@ -59,11 +62,12 @@ class WorkerProcess:
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it is still there after a few seconds."""
+        """SIGTERM, then SIGKILL if it is still there after its graceful shutdown (attempts
+        under way may take the 10 s HTTP timeout plus grace)."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=5)
+                self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
 

@@ -21,11 +21,13 @@ from infraudit.store.secret_box import UnreadableSecret, keyring_of
 
 @dataclass(frozen=True, slots=True)
 class SigningTarget:
-    """Where and how to send one delivery, as the activity needs it at send time."""
+    """Where and how to send one delivery, as the activity needs it at send time; ``org_id``
+    owns the endpoint (the activity sends only for deliveries started for that org)."""
 
     url: str
     secret: str
     enabled: bool
+    org_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +159,7 @@ async def subscribers_page(
 
 
 async def load_signing_target(session: AsyncSession, webhook_id: str) -> SigningTarget | None:
-    """URL, secret and state of an endpoint at send time; None when it was deleted.
+    """URL, secret, state and owning org of an endpoint at send time; None when it was deleted.
 
     Raises :class:`~infraudit.store.secret_box.UnreadableSecret` when no key of the session's
     keyring opens the stored secret (its message names the webhook and key id, never a secret).
@@ -165,7 +167,7 @@ async def load_signing_target(session: AsyncSession, webhook_id: str) -> Signing
     keyring = keyring_of(session)
     row = (
         await session.execute(
-            select(Webhook.url, Webhook.sealed_secret, Webhook.enabled).where(
+            select(Webhook.url, Webhook.sealed_secret, Webhook.enabled, Webhook.org_id).where(
                 Webhook.id == webhook_id
             )
         )
@@ -173,7 +175,7 @@ async def load_signing_target(session: AsyncSession, webhook_id: str) -> Signing
     if row is None:
         return None
     secret = keyring.open(row.sealed_secret, webhook_id=webhook_id)
-    return SigningTarget(url=row.url, secret=secret, enabled=row.enabled)
+    return SigningTarget(url=row.url, secret=secret, enabled=row.enabled, org_id=row.org_id)
 
 
 @dataclass(frozen=True, slots=True)
