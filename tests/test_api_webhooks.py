@@ -235,3 +235,64 @@ async def test_event_types_health_and_docs(api: tuple[str, str], alice: Caller) 
         assert (await http.get("/healthz")).json() == {"status": "ok"}
         assert (await http.get("/openapi.json")).status_code == 200
         assert (await http.get("/docs")).status_code == 200
+
+
+async def test_text_postgresql_cannot_store_is_a_422_or_404_on_both_stores(alice: Caller) -> None:
+    """NUL (U+0000) made PostgreSQL answer 500 where SQLite stored it: refused everywhere."""
+    created = await alice.http.post(
+        "/v1/webhooks",
+        json={
+            "url": "https://example.com/h",
+            "event_types": ["alert.created"],
+            "description": "a\0",
+        },
+    )
+    assert created.status_code == 422, created.text
+    assert error_of(created)["field"] == "description"
+    hook = await create(alice)
+    patched = await alice.http.patch(f"/v1/webhooks/{hook['id']}", json={"description": "x\0"})
+    assert patched.status_code == 422
+    assert error_of(patched)["field"] == "description"
+    for method in ("GET", "DELETE"):
+        response = await alice.http.request(method, "/v1/webhooks/wh_a%00b")
+        assert response.status_code == 404, response.text
+        assert error_of(response)["field"] == "webhook_id"
+    ping = await alice.http.post("/v1/webhooks/wh_a%00b/test")
+    assert ping.status_code == 404
+    huge = await alice.http.get("/v1/webhooks/" + "x" * 5000)
+    assert huge.status_code == 404
+    assert len(huge.content) < 500, "the id is not repeated back at any length"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "reason"),
+    [
+        (b'{"event":"drift.detected","event":"drift.resolved"}', None, "appears twice"),
+        (b'{"event":"drift.detected","data":{"x":1,"x":2}}', None, "'x' appears twice"),
+        ('{"event":"drift.detected"}'.encode("utf-16"), None, "not UTF-8"),
+        (
+            '{"event":"drift.detected"}'.encode("utf-32"),
+            "application/json; charset=utf-32",
+            "UTF-8",
+        ),
+        (b'{"event":"drift.detected","data":{"n":' + b"9" * 5000 + b"}}", None, "5000 digits"),
+    ],
+    ids=["duplicate key", "duplicate key in data", "utf-16", "utf-32 declared", "5000 digits"],
+)
+async def test_event_bodies_json_reads_two_ways_are_refused(
+    alice: Caller, body: bytes, content_type: str | None, reason: str
+) -> None:
+    headers = {"Content-Type": content_type or "application/json"}
+    response = await alice.http.post("/v1/events", content=body, headers=headers)
+    assert response.status_code == 422, response.text
+    error = error_of(response)
+    assert error["field"] == "body"
+    assert reason in error["message"]
+
+
+async def test_a_json_body_with_a_byte_order_mark_is_read(alice: Caller) -> None:
+    body = "\ufeff" + '{"url": "https://example.com/bom", "event_types": ["alert.created"]}'
+    response = await alice.http.post(
+        "/v1/webhooks", content=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 201, response.text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -46,6 +47,9 @@ ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
 #: may wait 10 s for its fan-out). Deterministic generation makes every run send the same cases.
 MAX_EXAMPLES = 25
 REQUEST_TIMEOUT = 20
+
+#: The repository, so the schemathesis subprocess can import ``tests.schemathesis_hooks``.
+ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +233,7 @@ async def test_schemathesis_with_every_check_finds_nothing(
         "--request-timeout",
         str(REQUEST_TIMEOUT),
         cwd=tmp_path,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks", "PYTHONPATH": ROOT},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )

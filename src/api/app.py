@@ -1,28 +1,27 @@
-"""The FastAPI application: routers, error shape, body limits, health and readiness."""
+"""The FastAPI application: the ``/v1`` routers, health, the Settings page, one error shape."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, status
-from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from fastapi import Depends, FastAPI
 from temporalio.client import Client
 
-from infraudit import __version__, event_data, temporal
-from infraudit.api import delivery_log, errors, events, webhooks
-from infraudit.api.deps import Resources, ResourcesDep, org_id
+from infraudit import __version__, event_data
+from infraudit.api import errors, page
+from infraudit.api.deps import Resources, org_id
 from infraudit.api.limits import BodyLimit
 from infraudit.api.quotas import Quotas
-from infraudit.api.schemas import DATA_VALUE_REF, Readiness
+from infraudit.api.routes import V1_ROUTERS, health, settings_page
+from infraudit.api.schemas import DATA_VALUE_REF
+from infraudit.api.signin import SignInKeys
 from infraudit.config import Settings, get_settings
 from infraudit.store.db import Database
 from infraudit.store.secret_box import Keyring
 
-#: Limit for bodies other than events (registrations are small).
+#: Limit for bodies other than events (registrations and the page's forms are small).
 OTHER_BODY_LIMIT = 64 * 1024
 
 
@@ -34,7 +33,11 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.database_url, Keyring.from_settings(settings))
         app.state.resources = Resources(
-            settings=settings, db=db, quotas=Quotas(settings), client=client
+            settings=settings,
+            db=db,
+            quotas=Quotas(settings),
+            signin_keys=SignInKeys.from_settings(settings),
+            client=client,
         )
         try:
             yield
@@ -47,7 +50,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         summary="Register HTTPS endpoints, publish events, inspect every delivery.",
         lifespan=lifespan,
     )
-    errors.install(app)
+    errors.install(app, page=page.error_page)
 
     def limit_for(path: str) -> int:
         return settings.max_event_bytes if path == "/v1/events" else OTHER_BODY_LIMIT
@@ -55,56 +58,17 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     app.add_middleware(BodyLimit, limit_for=limit_for)
     # Every /v1 route needs an API key and reads the database (the key's org), so the key
     # check and its 401/503 live here, once, for routes present and future.
-    for router in (webhooks.router, delivery_log.router, events.router):
+    for router in V1_ROUTERS:
         app.include_router(
             router,
             dependencies=[Depends(org_id)],
             responses=errors.error_responses(401, 503),
         )
+    app.include_router(health.router)
+    app.include_router(settings_page.router)
+    page.install(app)
 
     _publish_event_data_schema(app)
-
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        """The process answers."""
-        return {"status": "ok"}
-
-    @app.get(
-        "/readyz",
-        tags=["health"],
-        response_model=Readiness,
-        responses={503: {"model": Readiness, "description": "A dependency does not answer."}},
-    )
-    async def readyz(res: ResourcesDep) -> JSONResponse:
-        """The database and Temporal both answer; 503 naming the one that does not.
-
-        Both are asked at once and each may take ``temporal_rpc_timeout`` seconds, so a hung
-        dependency makes the probe fail in that time instead of hanging it.
-        """
-
-        async def database() -> None:
-            async with res.db.session() as s:
-                await s.execute(text("SELECT 1"))
-
-        async def temporal_frontend() -> None:
-            await temporal.check_health(await res.temporal_client(), res.settings)
-
-        async def check(probe: Callable[[], Awaitable[None]]) -> str:
-            try:
-                async with asyncio.timeout(res.settings.temporal_rpc_timeout):
-                    await probe()
-            except Exception as err:  # refused, timed out, any driver or RPC error: not ready
-                return f"unavailable: {type(err).__name__}"
-            return "ok"
-
-        database_state, temporal_state = await asyncio.gather(
-            check(database), check(temporal_frontend)
-        )
-        checks = {"database": database_state, "temporal": temporal_state}
-        ready = all(v == "ok" for v in checks.values())
-        code = status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE
-        return JSONResponse({"status": "ok" if ready else "unavailable", **checks}, code)
-
     return app
 
 

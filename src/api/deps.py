@@ -1,13 +1,16 @@
-"""Request dependencies: settings, a database session, the Temporal client, rate limits, the org."""
+"""Request dependencies: settings, a database session, the Temporal client, rate limits, the org
+and its webhook, as ``Annotated`` aliases (``SessionDep``, ``OrgDep``, ``WebhookDep``) that routes
+declare by type, as in the FastAPI full-stack template's ``api/deps.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -19,8 +22,13 @@ from infraudit import temporal
 from infraudit.api.errors import ApiError, unavailable
 from infraudit.api.quotas import Quotas
 from infraudit.config import Settings
-from infraudit.store import orgs
+from infraudit.contract import WEBHOOK_ID_PATTERN
+from infraudit.store import orgs, webhooks
 from infraudit.store.db import Database
+from infraudit.store.models import Webhook
+
+if TYPE_CHECKING:
+    from infraudit.api.signin import SignInKeys
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,7 @@ class Resources:
     settings: Settings
     db: Database
     quotas: Quotas
+    signin_keys: SignInKeys
     client: Client | None = None
     _connecting: asyncio.Task[Client] | None = field(default=None, repr=False)
 
@@ -129,7 +138,7 @@ async def org_id(credentials: ApiKeyDep, s: SessionDep) -> str:
     if credentials is None:
         raise ApiError(
             status.HTTP_401_UNAUTHORIZED,
-            "missing API key: send Authorization: Bearer <key>",
+            "missing API key: send Authorization: Bearer <key> (an org API key, iak_…)",
             field="Authorization",
             headers=unauthorized,
         )
@@ -145,3 +154,28 @@ async def org_id(credentials: ApiKeyDep, s: SessionDep) -> str:
 
 
 OrgDep = Annotated[str, Depends(org_id)]
+
+
+async def load_webhook(session: AsyncSession, org: str, webhook_id: str) -> Webhook:
+    """The org's endpoint or a 404 naming ``webhook_id``; another org's endpoint is a 404 too,
+    so ids of other orgs cannot be told from ids that do not exist.
+
+    The one lookup of a webhook by id, for ``WebhookDep`` and for the routes (and the Settings
+    page) that must take a rate-limit token before looking (:mod:`infraudit.api.actions`).
+    """
+    # An id of another form names no webhook: it is not looked up (PostgreSQL refuses some
+    # text, such as NUL, that SQLite would search for) nor repeated back at any length.
+    well_formed = re.fullmatch(WEBHOOK_ID_PATTERN, webhook_id) is not None
+    hook = await webhooks.get_webhook(session, org, webhook_id) if well_formed else None
+    if hook is None:
+        shown = webhook_id if well_formed else "with that id"
+        raise ApiError(status.HTTP_404_NOT_FOUND, f"webhook {shown} not found", field="webhook_id")
+    return hook
+
+
+async def webhook(webhook_id: str, org: OrgDep, session: SessionDep) -> Webhook:
+    """The ``{webhook_id}`` of the path, if it is the caller's org's; else 404."""
+    return await load_webhook(session, org, webhook_id)
+
+
+WebhookDep = Annotated[Webhook, Depends(webhook)]

@@ -1,23 +1,27 @@
 """One error shape for every 4xx: ``{"error": {"message", "field", "errors"}}``.
 
 Clients (and our CLI) read ``message``; ``field`` names the offending input so a form can point
-at it. Unhandled exceptions never reach a client as a bare 500 page.
+at it. Unhandled exceptions never reach a client as a bare 500 page. A request of the Settings
+page gets the same status and message as an HTML page instead (``install``'s ``page``), so a
+browser never shows raw JSON.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
+
+from infraudit.api.strict_json import BodyProblem
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +162,29 @@ def error_response(
     )
 
 
+#: Renders an error for a browser page: ``(request, status, message)`` → the HTML response, or
+#: None when the request is not the page's (then it is answered in JSON).
+ErrorPage = Callable[[Request, int, str], Response | None]
+
+
+def _answer(
+    request: Request,
+    status_code: int,
+    message: str,
+    field: str | None = None,
+    *,
+    errors: Sequence[dict[str, Any]] = (),
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The error as the page's HTML when the request is one of the page's, else as JSON."""
+    page: ErrorPage | None = getattr(request.app.state, "error_page", None)
+    rendered = page(request, status_code, message) if page is not None else None
+    if rendered is None:
+        return error_response(status_code, message, field, errors=errors, headers=headers)
+    rendered.headers.update(headers or {})
+    return rendered
+
+
 def _field_name(location: Sequence[Any]) -> str:
     parts = [str(p) for p in location]
     if parts and parts[0] in ("body", "query", "path", "header"):
@@ -178,11 +205,18 @@ def _problem(error: Mapping[str, Any]) -> dict[str, str]:
     return {"field": _field_name(error.get("loc", ())), "message": str(error.get("msg", "invalid"))}
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+def problems(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Pydantic's or FastAPI's validation errors as ``[{"field", "message"}]``: what the
+    ``errors`` list of a 422 holds, and what the Settings page shows next to its fields."""
+    return [_problem(e) for e in errors]
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = [_problem(e) for e in exc.errors()]
+    errors = problems(exc.errors())
     first = errors[0] if errors else {"field": "body", "message": "invalid request"}
-    return error_response(
+    return _answer(
+        request,
         status.HTTP_422_UNPROCESSABLE_CONTENT,
         f"{first['field']}: {first['message']}",
         first["field"],
@@ -190,9 +224,9 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status_code, exc.message, exc.field, headers=exc.headers)
+    return _answer(request, exc.status_code, exc.message, exc.field, headers=exc.headers)
 
 
 def _allowed_methods(request: Request, listed: str) -> str:
@@ -216,18 +250,22 @@ _UNREADABLE_BODY = {
 }
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == status.HTTP_400_BAD_REQUEST and exc.__cause__ is not None:
         # FastAPI answers 400 "error parsing the body" when decoding the body raised (not UTF-8,
         # nested past the parser's recursion limit). To a caller that is malformed JSON like
         # any other, which this API answers 422 naming ``body``.
-        reason = _UNREADABLE_BODY.get(type(exc.__cause__), "not valid JSON")
-        return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, f"body: {reason}", "body")
+        cause = exc.__cause__
+        if isinstance(cause, BodyProblem):
+            reason = str(cause)
+        else:
+            reason = _UNREADABLE_BODY.get(type(cause), "not valid JSON")
+        return _answer(request, status.HTTP_422_UNPROCESSABLE_CONTENT, f"body: {reason}", "body")
     headers = dict(exc.headers or {})
     if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
         headers["Allow"] = _allowed_methods(request, headers.get("Allow", ""))
-    return error_response(exc.status_code, str(exc.detail), headers=headers or None)
+    return _answer(request, exc.status_code, str(exc.detail), headers=headers or None)
 
 
 #: Database errors that mean the store did not answer (server down or unreachable, connection
@@ -235,7 +273,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 _STORE_OUTAGES = (OperationalError, InterfaceError, SQLAlchemyTimeoutError)
 
 
-async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
     """503 for a database outage. Its transaction rolled back, so the request changed nothing.
 
     The log line carries the driver's own message (host and port included) but not SQLAlchemy's
@@ -247,16 +285,17 @@ async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
     outage = unavailable(
         "the database is unavailable: nothing was read or changed; retry in a few seconds"
     )
-    return error_response(outage.status_code, outage.message, headers=outage.headers)
+    return _answer(request, outage.status_code, outage.message, headers=outage.headers)
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
-    return error_response(status.HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
+    return _answer(request, status.HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
 
 
-def install(app: FastAPI) -> None:
-    """Register the handlers on ``app``."""
+def install(app: FastAPI, page: ErrorPage | None = None) -> None:
+    """Register the handlers on ``app``; ``page`` renders the errors of the Settings page."""
+    app.state.error_page = page
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

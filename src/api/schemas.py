@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from infraudit import event_data, events, urls
 from infraudit.contract import EVENT_ID_PATTERN
@@ -24,6 +25,15 @@ class _In(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        """Refuse U+0000 in text: PostgreSQL cannot store it, and SQLite would keep what
+        PostgreSQL refuses, so the same request would mean different things per store."""
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain the NUL character (U+0000)")
+        return value
+
 
 #: An event type customers may publish and subscribe to (the catalog less the reserved types).
 #: The enum is for the OpenAPI document, so clients and schema-based testers know the valid
@@ -40,13 +50,21 @@ def _event_types(values: list[str]) -> list[str]:
     return sorted(set(values))
 
 
+def _not_empty(values: object) -> object:
+    """An empty list in words a person reads (the Settings page shows it beside the checkboxes);
+    ``min_length=1`` still states the rule in the OpenAPI document."""
+    if values == []:
+        raise PydanticCustomError("too_short", "choose at least one event type")
+    return values
+
+
 class WebhookCreate(_In):
     """``POST /v1/webhooks``."""
 
     url: str = Field(
         max_length=MAX_URL_LENGTH,
         examples=["https://example.com/infraudit"],
-        json_schema_extra={"pattern": urls.DOCUMENTED_PATTERN},
+        json_schema_extra={"format": urls.OPENAPI_FORMAT},
     )
     event_types: list[EventType] = Field(
         min_length=1, examples=[["drift.detected", "alert.created"]]
@@ -54,17 +72,20 @@ class WebhookCreate(_In):
     description: str = Field("", max_length=500)
 
     _check_types = field_validator("event_types")(_event_types)
+    _check_not_empty = field_validator("event_types", mode="before")(_not_empty)
 
 
 class WebhookUpdate(_In):
     """``PATCH /v1/webhooks/{id}``: only the given fields change."""
 
     url: str | None = Field(
-        None, max_length=MAX_URL_LENGTH, json_schema_extra={"pattern": urls.DOCUMENTED_PATTERN}
+        None, max_length=MAX_URL_LENGTH, json_schema_extra={"format": urls.OPENAPI_FORMAT}
     )
     event_types: list[EventType] | None = Field(None, min_length=1)
     description: str | None = Field(None, max_length=500)
     enabled: bool | None = None
+
+    _check_not_empty = field_validator("event_types", mode="before")(_not_empty)
 
     @field_validator("event_types")
     @classmethod
@@ -123,10 +144,11 @@ class EventIn(_In):
 
 
 class EventAccepted(BaseModel):
-    """``POST /v1/events``: ``delivery_ids`` is null while a large fan-out is still running."""
+    """``POST /v1/events``: one delivery id per endpoint subscribed when the event was accepted
+    (docs/api.md says what a caller may rely on)."""
 
     event_id: str
-    delivery_ids: list[str] | None
+    delivery_ids: list[str]
 
 
 class PingAccepted(BaseModel):
