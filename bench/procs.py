@@ -39,11 +39,8 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def cpu_seconds(pid: int, *, tree: bool = True) -> float:
-    """User+system CPU seconds of ``pid`` and (by default) its live descendants.
-
-    The Temporal CLI may run the server in a child process, so the whole tree is counted.
-    """
+def _family(pid: int, tree: bool) -> list[int]:
+    """``pid`` and, when ``tree``, its live descendants."""
     pids = [pid]
     if tree:
         children = _children()
@@ -52,12 +49,39 @@ def cpu_seconds(pid: int, *, tree: bool = True) -> float:
             for child in children.get(stack.pop(), []):
                 pids.append(child)
                 stack.append(child)
+    return pids
+
+
+def cpu_seconds(pid: int, *, tree: bool = True) -> float:
+    """User+system CPU seconds of ``pid`` and (by default) its live descendants.
+
+    The Temporal CLI may run the server in a child process, so the whole tree is counted.
+    """
     total = 0.0
-    for one in pids:
+    for one in _family(pid, tree):
         fields = _stat_fields(one)
         if fields is not None:
             # utime and stime are fields 14 and 15 of stat; index 11 and 12 after the name.
             total += (int(fields[11]) + int(fields[12])) / _TICKS
+    return total
+
+
+def rss_bytes(pid: int, *, tree: bool = True) -> int:
+    """Resident memory of ``pid`` (and by default its descendants) now, in bytes (``VmRSS``).
+
+    Sampled while a row runs, its maximum is the row's peak RSS; ``VmHWM`` would be the peak
+    since the process started, which for the long-lived dev server spans every earlier row.
+    """
+    total = 0
+    for one in _family(pid, tree):
+        try:
+            status = Path(f"/proc/{one}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+                break
     return total
 
 
@@ -93,13 +117,30 @@ def spawn_python(
     )
 
 
-def read_ready_line(proc: subprocess.Popen[str]) -> str:
-    """The first stdout line of a helper process: it prints one when it is ready to serve."""
+def spawn_logged(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Run ``args`` from the repo with stdout and stderr appended to ``log``.
+
+    For the engine's own processes (``infraudit api``, ``infraudit worker``): they log a line per
+    failed attempt, which a pipe nobody reads would let pile up until the process blocks.
+    """
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            args, cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def read_ready_line(proc: subprocess.Popen[str], *, skip_until: str | None = None) -> str:
+    """The first stdout line of a helper process: it prints one when it is ready to serve.
+
+    ``skip_until``: read past other lines (a banner) until this one.
+    """
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        raise RuntimeError(f"{proc.args} exited before it was ready (code {proc.wait()})")
-    return line.strip()
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{proc.args} exited before it was ready (code {proc.wait()})")
+        if skip_until is None or line.strip() == skip_until:
+            return line.strip()
 
 
 def stop(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:

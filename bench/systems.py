@@ -1,8 +1,9 @@
-"""The systems under test, started for one run: Temporal dev server, receiver, SQLite store.
+"""The systems under test, started for one run: Temporal dev server, SQLite store, Redis.
 
 The dev server is started here as a subprocess (not through ``start_local``) so that its pid,
 and so its CPU, is known; its flags are those of ``infraudit up``
-(:func:`infraudit.stack.temporal_command`) with the Web UI off.
+(:func:`infraudit.stack.temporal_command`) with the Web UI off. Redis is not started: it runs
+on the machine already (as in CI); the bench only reads its pid and cleans up its own keys.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import subprocess
 from pathlib import Path
 
+import redis
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -58,8 +60,10 @@ async def add_endpoints(db: Database, org_id: str, url: str, event: str, count: 
     return created
 
 
-async def add_many_endpoints(db: Database, org_id: str, url: str, event: str, count: int) -> None:
-    """Register ``count`` endpoints in one flush: seeding 10,000 rows one by one is slow."""
+async def add_many_endpoints(
+    db: Database, org_id: str, url: str, event: str, count: int
+) -> list[str]:
+    """Register ``count`` endpoints in one flush (10,000 one by one is slow); their ids."""
     async with db.session() as session, session.begin():
         await orgs.ensure_org(session, org_id)
         keyring = keyring_of(session)
@@ -76,3 +80,18 @@ async def add_many_endpoints(db: Database, org_id: str, url: str, event: str, co
             )
             for n, webhook_id in enumerate(webhook_ids)
         )
+    return webhook_ids
+
+
+def redis_info(url: str) -> tuple[int, str]:
+    """The Redis server's pid (for its CPU) and version."""
+    with redis.Redis.from_url(url) as r:
+        info = r.info("server")
+    return int(info["process_id"]), str(info["redis_version"])
+
+
+def redis_cleanup(url: str, queue: str) -> int:
+    """Delete the keys of this run's Celery queue (its name is unique to the run)."""
+    with redis.Redis.from_url(url) as r:
+        keys = list(r.scan_iter(match=f"*{queue}*"))
+        return int(r.delete(*keys)) if keys else 0

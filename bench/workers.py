@@ -1,17 +1,14 @@
-"""Worker processes of the benchmark, one per system measured, each in a process of its own.
+"""Worker processes of the benchmark that are not the engine's own, each in a process of its own.
 
-A worker runs apart from the driver (which starts workflows and waits) so that /proc can say
-how much CPU the worker itself spends per delivery. Modes:
+The engine's rows run the real ``infraudit worker`` command; these are the other workers, run
+apart from the driver so that /proc can say how much CPU each spends. Modes:
 
 - ``bare``: baseline A, :class:`bench.bare.BareDelivery` and a plain httpx POST activity;
-- ``engine``: the project's own ``build_worker`` (settings from ``INFRAUDIT_*`` variables);
-- ``engine-unsandboxed``: the same workflows and activities with the workflow sandbox off, a
-  diagnostic that tells how much of the worker's CPU per delivery the sandbox takes;
-- ``fanout``: only ``PublishEvent`` and ``fan_out_page`` on ``--task-queue``, starting the
-  deliveries on ``INFRAUDIT_TASK_QUEUE``, which no worker polls: only fan-out is timed.
+- ``seed``: a stand-in for ``DeliverWebhook`` that completes at once without a POST, so that
+  closed deliveries can be stored faster than the engine delivers them (the scale rows).
 
-Run as ``python -m bench.workers MODE --address HOST:PORT --task-queue Q``; it prints ``ready``
-once polling and stops on SIGTERM.
+Run as ``python -m bench.workers MODE --task-queue Q`` with ``INFRAUDIT_TEMPORAL_ADDRESS`` set;
+it prints ``ready`` once polling and stops on SIGTERM.
 """
 
 from __future__ import annotations
@@ -27,17 +24,13 @@ from contextlib import asynccontextmanager
 import httpx
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from bench.bare import BARE_ACTIVITY, BareDelivery
+from bench.bare import BARE_ACTIVITY, BareDelivery, SeededDelivery
+from bench.signed import engine_http_client
 from infraudit import signing, temporal
-from infraudit.activities.fanout import FanOutActivities
-from infraudit.activities.send import new_http_client
 from infraudit.config import Settings
-from infraudit.store.db import Database
-from infraudit.store.secret_box import Keyring
-from infraudit.worker import build_worker
-from infraudit.workflows.publish import PublishEvent
 
 #: The engine's worker allows this many activities at once; baseline A gets the same.
 MAX_CONCURRENT_ACTIVITIES = 1000
@@ -56,14 +49,17 @@ class BareActivities:
             url, content=b'{"bench":true}', headers={signing.DELIVERY_HEADER: key}, timeout=10
         )
         if not response.is_success:
-            raise RuntimeError(f"HTTP {response.status_code}")
+            # Benign, like the engine's own failed attempts: an outcome, not a worker alarm.
+            raise ApplicationError(
+                f"HTTP {response.status_code}", category=ApplicationErrorCategory.BENIGN
+            )
         return response.status_code
 
 
 @asynccontextmanager
 async def bare_worker(client: Client, task_queue: str) -> AsyncIterator[Worker]:
     """Baseline A's worker: same HTTP client and activity slots as the engine's."""
-    http = new_http_client()
+    http = engine_http_client()
     try:
         yield Worker(
             client,
@@ -76,21 +72,15 @@ async def bare_worker(client: Client, task_queue: str) -> AsyncIterator[Worker]:
         await http.aclose()
 
 
-@asynccontextmanager
-async def fanout_worker(
-    client: Client, task_queue: str, settings: Settings
-) -> AsyncIterator[Worker]:
-    """PublishEvent only, as tests/test_publish.py runs it, so deliveries are started, not run."""
-    db = Database(settings.database_url, Keyring.from_settings(settings))
-    try:
-        yield Worker(
-            client,
-            task_queue=task_queue,
-            workflows=[PublishEvent],
-            activities=[FanOutActivities(db, client, settings).fan_out_page],
-        )
-    finally:
-        await db.dispose()
+def seed_worker(client: Client, task_queue: str) -> Worker:
+    """The seeding stand-in: no sandbox and many workflow tasks at once, to store work fast."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[SeededDelivery],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+        max_concurrent_workflow_tasks=500,
+    )
 
 
 async def run(mode: str, task_queue: str) -> None:
@@ -100,15 +90,11 @@ async def run(mode: str, task_queue: str) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     if mode == "bare":
-        built = bare_worker(client, task_queue)
-    elif mode == "engine":
-        built = build_worker(client, settings.model_copy(update={"task_queue": task_queue}))
-    elif mode == "engine-unsandboxed":
-        settings = settings.model_copy(update={"task_queue": task_queue})
-        built = build_worker(client, settings, sandboxed=False)
-    else:
-        built = fanout_worker(client, task_queue, settings)
-    async with built as worker, worker:
+        async with bare_worker(client, task_queue) as worker, worker:
+            print("ready", flush=True)
+            await stop.wait()
+        return
+    async with seed_worker(client, task_queue):
         print("ready", flush=True)
         await stop.wait()
 
@@ -116,7 +102,7 @@ async def run(mode: str, task_queue: str) -> None:
 def main() -> None:
     """Command line of a worker process."""
     parser = argparse.ArgumentParser(prog="python -m bench.workers")
-    parser.add_argument("mode", choices=["bare", "engine", "engine-unsandboxed", "fanout"])
+    parser.add_argument("mode", choices=["bare", "seed"])
     parser.add_argument("--task-queue", required=True)
     args = parser.parse_args()
     asyncio.run(run(args.mode, args.task_queue))

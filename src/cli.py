@@ -15,10 +15,8 @@ so the HTTP commands start quickly.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import signal
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -28,6 +26,7 @@ import httpx
 import pydantic
 import typer
 
+from infraudit import event_data
 from infraudit.config import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -393,7 +392,7 @@ def webhook_test(
     timeout: Annotated[float, typer.Option(min=0, help="Seconds to wait for the outcome.")] = 30.0,
     as_json: JsonOption = False,
 ) -> None:
-    """Send a ``webhook.ping`` and wait for its outcome.
+    """Send a webhook.ping and wait for its outcome.
 
     Exits 0 when delivered, 1 when failed, 2 when still pending at the timeout (the delivery
     goes on retrying; `infraudit webhook deliveries` shows it later).
@@ -427,7 +426,10 @@ def webhook_test(
 def webhook_deliveries(
     webhook_id: Annotated[str, typer.Argument()],
     limit: Annotated[
-        int, typer.Option(min=1, max=100, help="How many, newest first (the log keeps 100).")
+        int,
+        typer.Option(
+            min=1, max=100, help="How many, newest first (at most the 100 the log shows)."
+        ),
     ] = 100,
     as_json: JsonOption = False,
 ) -> None:
@@ -478,6 +480,10 @@ def event_publish(
         fail(f"--data is not valid JSON: {err}", 2)
     if not isinstance(parsed, dict):
         fail("--data must be a JSON object", 2)
+    try:
+        event_data.check(parsed)
+    except ValueError as err:
+        fail(f"--data: {err}", 2)
     body: dict[str, Any] = {"event": event_type, "data": parsed}
     if event_id is not None:
         body["id"] = event_id
@@ -494,31 +500,6 @@ def event_publish(
 # --- processes -------------------------------------------------------------------------------
 
 
-async def serve_worker(settings: Settings) -> None:
-    """Run the worker until SIGINT/SIGTERM, then let it shut down instead of dying mid-task.
-
-    Cancelling ``Worker.run`` is temporalio's graceful shutdown; a bare KeyboardInterrupt or the
-    default SIGTERM would kill the process without telling the server.
-    """
-    from infraudit.worker import run_worker
-
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    running = asyncio.create_task(run_worker(settings))
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if running.done():
-        stopping.cancel()
-        running.result()
-        return
-    logging.getLogger(__name__).info("worker stopping")
-    running.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await running
-
-
 @app.command()
 def worker() -> None:
     """Run the Temporal worker (both workflows, all activities) until stopped."""
@@ -527,8 +508,10 @@ def worker() -> None:
     settings = load_settings()
     require_keyring(settings)
     stack.follow_supervisor()
+    from infraudit.worker import serve
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve_worker(settings))
+    asyncio.run(serve(settings))
 
 
 @app.command()
@@ -550,7 +533,12 @@ def api() -> None:
 def listen(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to listen on.")] = 9000,
     secret: Annotated[
-        str | None, typer.Option(help="The webhook's whsec_ secret, to check signatures.")
+        str | None,
+        typer.Option(
+            envvar="INFRAUDIT_LISTEN_SECRET",
+            help="The webhook's whsec_ secret, to check signatures (or INFRAUDIT_LISTEN_SECRET, "
+            "which keeps it out of the process list).",
+        ),
     ] = None,
     status: Annotated[
         int, typer.Option(min=100, max=599, help="Status to answer with (503 shows retries).")

@@ -30,7 +30,6 @@ from infraudit.activities.fanout import start_delivery
 from infraudit.config import Settings, get_settings
 from infraudit.contract import (
     DeliverWebhookInput,
-    DeliveryPolicy,
     PublishEventInput,
     PublishEventResult,
 )
@@ -171,7 +170,7 @@ async def deliver_once(
             event_id=event_id,
             data=data,
             timestamp=datetime.now(UTC),
-            policy=DeliveryPolicy.from_settings(settings),
+            policy=settings.delivery_policy(),
         ),
         delivery_id=delivery_id,
         url=url,

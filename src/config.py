@@ -9,10 +9,13 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infraudit import contract, event_data
+
+#: Shortest ``INFRAUDIT_SIGNIN_KEY`` accepted (characters).
+MIN_SIGNIN_KEY_LENGTH = 32
 
 
 def default_state_dir() -> Path:
@@ -35,25 +38,25 @@ class Settings(BaseSettings):
     # The retry settings obey the bounds of the workflow contract's DeliveryPolicy, which is
     # built from them: a worker refuses to start rather than start deliveries that cannot run.
     http_timeout: float = Field(
-        10.0,
+        contract.DEFAULT_TIMEOUT_SECONDS,
         ge=contract.MIN_TIMEOUT_SECONDS,
         le=contract.MAX_TIMEOUT_SECONDS,
         description="Seconds one POST attempt may take.",
     )
     delivery_window: float = Field(
-        1800.0,
+        contract.DEFAULT_WINDOW_SECONDS,
         ge=contract.MIN_WINDOW_SECONDS,
         le=contract.MAX_WINDOW_SECONDS,
         description="Seconds from first attempt to giving up (schedule-to-close).",
     )
     retry_initial_interval: float = Field(
-        300.0,
+        contract.DEFAULT_INTERVAL_SECONDS,
         ge=contract.MIN_INTERVAL_SECONDS,
         le=contract.MAX_WINDOW_SECONDS,
         description="Seconds between the first and the second attempt.",
     )
     retry_backoff_coefficient: float = Field(
-        3.0,
+        contract.DEFAULT_BACKOFF_COEFFICIENT,
         ge=1.0,
         le=contract.MAX_BACKOFF_COEFFICIENT,
         description="Each later gap is the previous one times this.",
@@ -71,12 +74,29 @@ class Settings(BaseSettings):
             "most the workflow contract's 256 KiB (see infraudit.event_data)."
         ),
     )
-    dev: bool = Field(False, description="Dev mode: http:// and loopback endpoints allowed.")
+    dev: bool = Field(
+        False, description="Dev mode: http:// endpoints allowed, private targets too (as below)."
+    )
+    allow_private_targets: bool = Field(
+        False,
+        description=(
+            "Let endpoints be, or resolve to, loopback, private, link-local or reserved "
+            "addresses without dev mode (the SSRF policy of infraudit.egress lifted): only for a "
+            "deployment whose customers may reach its own network (docs/operations.md)."
+        ),
+    )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_url: str = "http://127.0.0.1:8000"
     api_key: str | None = None
     temporal_ui_port: int = 8233
+    temporal_ui_url: str = Field(
+        "",
+        description=(
+            "Base URL of the Temporal Web UI, for the Settings page's links to a delivery's "
+            "workflow; empty means the local dev server's, http://127.0.0.1:<temporal_ui_port>."
+        ),
+    )
     temporal_rpc_timeout: float = Field(
         2.0,
         gt=0,
@@ -109,6 +129,41 @@ class Settings(BaseSettings):
         ),
     )
 
+    signin_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Key that signs the Settings page's sign-in cookies (and seals the one-time view of "
+            "a new signing secret): at least 32 characters of random text, the same in every API "
+            "process. Unset, each API process makes its own at start, so sign-ins end when it "
+            "restarts; `make run` keeps one in .infraudit/signin.key (see infraudit.api.signin)."
+        ),
+    )
+    signin_hours: float = Field(
+        8.0,
+        gt=0,
+        le=24 * 30,
+        description="Hours a Settings page sign-in lasts, however active; then sign in again.",
+    )
+
+    @field_validator("signin_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        """A short key could be guessed, and with it any org's sign-in forged."""
+        if value is not None and len(value.get_secret_value().strip()) < MIN_SIGNIN_KEY_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_SIGNIN_KEY_LENGTH} characters of random text "
+                "(`infraudit secrets new-key` prints one)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _local_temporal_ui(self) -> Settings:
+        """Without ``temporal_ui_url``, links go to the dev server's UI that ``up`` starts."""
+        self.temporal_ui_url = (
+            self.temporal_ui_url.strip().rstrip("/") or f"http://127.0.0.1:{self.temporal_ui_port}"
+        )
+        return self
+
     @model_validator(mode="after")
     def _attempts_fit_the_window(self) -> Settings:
         """Refuse a schedule whose third attempt could not start inside the delivery window
@@ -123,10 +178,22 @@ class Settings(BaseSettings):
             raise ValueError(problem)
         return self
 
+    def delivery_policy(self) -> contract.DeliveryPolicy:
+        """The retry policy these settings describe; starters put it in every delivery's input,
+        so the workflow never reads settings (a delivery without one gets the contract's)."""
+        return contract.DeliveryPolicy(
+            timeout_seconds=self.http_timeout,
+            window_seconds=self.delivery_window,
+            initial_interval_seconds=self.retry_initial_interval,
+            backoff_coefficient=self.retry_backoff_coefficient,
+        )
+
     @property
-    def temporal_ui_url(self) -> str:
-        """The local dev server's Web UI."""
-        return f"http://127.0.0.1:{self.temporal_ui_port}"
+    def private_targets_allowed(self) -> bool:
+        """Whether endpoints may reach non-public addresses: dev mode, or the explicit
+        ``INFRAUDIT_ALLOW_PRIVATE_TARGETS``. The API's URL check and the worker's connection
+        guard both read this, so they apply one policy."""
+        return self.dev or self.allow_private_targets
 
 
 @lru_cache(maxsize=1)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -37,9 +37,6 @@ from pydantic import (
 
 from infraudit import events, ids
 from infraudit.event_data import EventData
-
-if TYPE_CHECKING:
-    from infraudit.config import Settings
 
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 
@@ -55,6 +52,15 @@ MIN_WINDOW_SECONDS = 1.0
 MAX_WINDOW_SECONDS = 86_400.0
 MIN_INTERVAL_SECONDS = 0.01
 MAX_BACKOFF_COEFFICIENT = 100.0
+
+#: The retry policy the customer guide promises (spec/customer-guide.txt): 10 s per attempt,
+#: the second attempt 5 minutes after the first, each later wait 3 times the one before, all
+#: within 30 minutes. A ``DeliverWebhookInput`` without ``policy`` gets it, and the settings'
+#: defaults are these values: workflow code reads its input and this module, never settings.
+DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_WINDOW_SECONDS = 1800.0
+DEFAULT_INTERVAL_SECONDS = 300.0
+DEFAULT_BACKOFF_COEFFICIENT = 3.0
 
 #: Identifier formats. Each keeps ``publish:<org_id>:<event_id>`` unambiguous (no ``:`` in an
 #: org id) and under Temporal's workflow id limit, and each is safe in an HTTP header, a search
@@ -90,9 +96,13 @@ def schedule_problem(
 
 
 class _Strict(BaseModel):
-    """An input another service sends: unknown fields are an error."""
+    """An input another service sends: unknown fields are an error.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Validation messages leave the offending value out (``hide_input_in_errors``): they become
+    the failed workflow's message and the worker's log, and the value may be event data.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class _Tolerant(BaseModel):
@@ -106,10 +116,18 @@ class DeliveryPolicy(_Strict):
 
     model_config = ConfigDict(allow_inf_nan=False)
 
-    timeout_seconds: float = Field(ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS)
-    window_seconds: float = Field(ge=MIN_WINDOW_SECONDS, le=MAX_WINDOW_SECONDS)
-    initial_interval_seconds: float = Field(ge=MIN_INTERVAL_SECONDS, le=MAX_WINDOW_SECONDS)
-    backoff_coefficient: float = Field(ge=1, le=MAX_BACKOFF_COEFFICIENT)
+    timeout_seconds: float = Field(
+        DEFAULT_TIMEOUT_SECONDS, ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS
+    )
+    window_seconds: float = Field(
+        DEFAULT_WINDOW_SECONDS, ge=MIN_WINDOW_SECONDS, le=MAX_WINDOW_SECONDS
+    )
+    initial_interval_seconds: float = Field(
+        DEFAULT_INTERVAL_SECONDS, ge=MIN_INTERVAL_SECONDS, le=MAX_WINDOW_SECONDS
+    )
+    backoff_coefficient: float = Field(
+        DEFAULT_BACKOFF_COEFFICIENT, ge=1, le=MAX_BACKOFF_COEFFICIENT
+    )
     max_attempts: int = Field(MAX_ATTEMPTS, ge=1, le=MAX_ATTEMPTS)
 
     @model_validator(mode="after")
@@ -124,16 +142,6 @@ class DeliveryPolicy(_Strict):
         if problem:
             raise ValueError(problem)
         return self
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> DeliveryPolicy:
-        """The policy the settings describe."""
-        return cls(
-            timeout_seconds=settings.http_timeout,
-            window_seconds=settings.delivery_window,
-            initial_interval_seconds=settings.retry_initial_interval,
-            backoff_coefficient=settings.retry_backoff_coefficient,
-        )
 
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -229,7 +237,14 @@ class DeliverWebhookInput(_Strict):
     data: EventData = Field(default_factory=dict)
     event_id: str | None = Field(None, pattern=EVENT_ID_PATTERN)
     timestamp: EventTimestamp | None = None
+    #: None (or absent) means the guide's policy, ``DeliveryPolicy()``; our starters always set
+    #: the one their settings describe.
     policy: DeliveryPolicy | None = None
+
+    @property
+    def effective_policy(self) -> DeliveryPolicy:
+        """The policy this delivery runs with: its own, or the contract's default."""
+        return self.policy or DeliveryPolicy()
 
     @field_validator("event")
     @classmethod
@@ -282,13 +297,19 @@ class DeliveryOutcome(_Tolerant):
 
 
 class SendRequest(_Tolerant):
-    """Input of the ``send_webhook`` activity; the secret is loaded by the activity, not here."""
+    """Input of the ``send_webhook`` activity; the secret is loaded by the activity, not here.
+
+    ``org_id`` is the org the delivery was started for: the activity sends only when that org
+    owns ``webhook_id`` (issue 7). It is None only in requests scheduled by a workflow of an
+    earlier release, which did not pass it; those keep the old behaviour until they end.
+    """
 
     delivery_id: str
     webhook_id: str
     event: str
     body: str
     timeout_seconds: float
+    org_id: str | None = None
 
 
 class FanOutRequest(_Tolerant):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import fcntl
 import os
 import signal
 import socket
@@ -32,15 +33,20 @@ from infraudit.config import Settings, default_state_dir
 
 #: Set in the children's environment to the supervisor's pid; see :func:`follow_supervisor`.
 SUPERVISOR_ENV = "INFRAUDIT_SUPERVISOR_PID"
-#: The org whose key ``up`` keeps in ``.infraudit/dev-api-key`` (dev mode only).
+#: The org whose key ``up`` keeps in ``.infraudit/dev-api-key`` (in every mode: the stack is local).
 DEV_ORG = "dev"
 DEV_KEY_FILE = "dev-api-key"
 #: Where ``up`` keeps the key that seals signing secrets, when the environment sets none.
 SECRET_KEY_FILE = "secret.key"
+#: Where ``up`` keeps the key that signs Settings page sign-ins, when the environment sets none.
+SIGNIN_KEY_FILE = "signin.key"
+#: The file in the state folder that ``up`` locks while it runs.
+LOCK_FILE = "up.lock"
 #: Seconds each of Temporal and the API may take to answer after they are started.
 START_TIMEOUT = 90.0
-#: Seconds a child may take to stop after SIGTERM before it is killed.
-STOP_GRACE = 10.0
+#: Seconds a child may take to stop after SIGTERM before it is killed: more than the worker
+#: needs to let a POST under way finish (the 10 s HTTP timeout plus its shutdown grace).
+STOP_GRACE = 25.0
 #: Children in the order they are stopped.
 STOP_ORDER = ("API", "worker", "Temporal")
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -88,7 +94,8 @@ def follow_supervisor() -> None:
 
 
 def prepare_environment() -> None:
-    """Dev mode and a secret key for ``up`` and its children, unless the environment chose.
+    """Dev mode, a secret key and a sign-in key for ``up`` and its children, unless the
+    environment chose.
 
     ``up`` is the local stack: http:// and loopback endpoints must be allowed there, while an
     explicit ``INFRAUDIT_DEV=0`` still lets someone try production rules locally. Signing
@@ -101,6 +108,9 @@ def prepare_environment() -> None:
         os.environ["INFRAUDIT_SECRET_KEYS"] = local_secret_key(
             default_state_dir() / SECRET_KEY_FILE
         )
+    # Kept like the secret key, so a restart of the stack keeps the browser signed in.
+    if not os.environ.get("INFRAUDIT_SIGNIN_KEY", "").strip():
+        os.environ["INFRAUDIT_SIGNIN_KEY"] = local_secret_key(default_state_dir() / SIGNIN_KEY_FILE)
 
 
 def local_secret_key(path: Path) -> str:
@@ -153,6 +163,18 @@ def temporal_port(settings: Settings) -> int:
     return int(port)
 
 
+#: Dev server flags for speed. ``start-dev`` turns ``forceSearchAttributesCacheRefreshOnRead``
+#: on, which re-reads cluster metadata on every search-attribute lookup (each start and upsert of
+#: a delivery sets four): off, the server spends about a sixth less CPU per workflow (issue 8).
+#: The cost: a search attribute added while the server runs takes up to 60 s to be usable. Ours
+#: are registered on the command line (``--search-attribute``) before the server serves, and
+#: :func:`infraudit.temporal.prepare` then finds them present and adds nothing.
+DEV_SERVER_SPEED_FLAGS = (
+    "--dynamic-config-value",
+    "system.forceSearchAttributesCacheRefreshOnRead=false",
+)
+
+
 def temporal_command(settings: Settings, state_dir: Path) -> list[str]:
     """The dev server command line; every flag is safe to repeat on an existing database."""
     from infraudit import search_attributes
@@ -180,6 +202,7 @@ def temporal_command(settings: Settings, state_dir: Path) -> list[str]:
         "--ui-disable-news-fetch",
         "--log-level",
         "warn",
+        *DEV_SERVER_SPEED_FLAGS,
     ]
     for key in search_attributes.ALL:
         command += ["--search-attribute", f"{key.name}=Keyword"]
@@ -261,6 +284,7 @@ class Stack:
         self.signals = 0
         self.dev_key: str | None = None
         self._log: IO[bytes] | None = None
+        self._lock: IO[str] | None = None
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -302,6 +326,7 @@ class Stack:
 
         settings = self.settings
         make_private(self.state_dir)
+        self._hold_state_dir()
         wanted = {
             temporal_port(settings): "Temporal (INFRAUDIT_TEMPORAL_ADDRESS)",
             settings.temporal_ui_port: "the Temporal UI (INFRAUDIT_TEMPORAL_UI_PORT)",
@@ -320,11 +345,30 @@ class Stack:
         self.start_temporal()
         if not asyncio.run(self.await_temporal()):
             return False
-        if settings.dev:
-            self.dev_key = ensure_dev_key(settings.database_url, self.state_dir / DEV_KEY_FILE)
+        # In every mode, so `INFRAUDIT_DEV=0 make run` can be tried at once: production rules
+        # are about what endpoints may be, not about who may use this local stack.
+        self.dev_key = ensure_dev_key(settings.database_url, self.state_dir / DEV_KEY_FILE)
         self.start_python_child("worker")
         self.start_python_child("API", "api")
         return self.await_api()
+
+    def _hold_state_dir(self) -> None:
+        """Take the state folder for this stack, or StackError when another ``up`` has it.
+
+        Two stacks on one folder (say, a second ``make run`` on other ports) would share one
+        Temporal database and store: their servers fight over it and one stack's workers run the
+        other's deliveries under other rules. The lock is an ``flock`` the kernel drops when this
+        process ends, however it ends.
+        """
+        self._lock = (self.state_dir / LOCK_FILE).open("a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise StackError(
+                f"{self.state_dir} is in use by another `infraudit up`; stop it, or run this one "
+                "from another folder"
+            ) from None
 
     def start_temporal(self) -> None:
         """The dev server, its output in ``.infraudit/temporal.log`` (it is noisy at warn)."""
@@ -412,11 +456,21 @@ class Stack:
             time.sleep(_TICK)
         raise StackError(f"the API was not ready at {url} within {START_TIMEOUT:.0f}s ({last})")
 
+    def rules(self) -> str:
+        """Which endpoint rules are in force, for the announcement (``INFRAUDIT_DEV=0 make run``
+        runs the stack with production rules, to watch them refuse local targets)."""
+        if self.settings.dev:
+            return "(dev mode: http:// and private endpoints allowed)"
+        if self.settings.allow_private_targets:
+            return "with production rules, private targets allowed"
+        return "with production rules: https endpoints at public addresses only"
+
     def announce(self) -> None:
         """Where everything is, and a first command to try: the only lines on stdout."""
         api = local_api_url(self.settings)
         lines = [
-            "InfraAudit webhooks is running" + (" (dev mode)." if self.settings.dev else "."),
+            f"InfraAudit webhooks is running {self.rules()}.",
+            f"  Settings:     {api}/settings/webhooks   (sign in with an API key)",
             f"  API docs:     {api}/docs",
             f"  Temporal UI:  {self.settings.temporal_ui_url}",
         ]
@@ -428,8 +482,6 @@ class Stack:
                 "Try:",
                 f'  curl -H "Authorization: Bearer {self.dev_key}" {api}/v1/webhooks',
             ]
-        else:
-            lines += ["  API keys:     infraudit api-key create --org ORG"]
         lines += ["", "Press Ctrl-C to stop."]
         print("\n".join(lines), flush=True)
 

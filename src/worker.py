@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import pydantic
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from infraudit import temporal
+from infraudit import egress, temporal
 from infraudit.activities.fanout import FanOutActivities
 from infraudit.activities.send import SendActivities, new_http_client
 from infraudit.config import Settings, get_settings
@@ -22,6 +25,10 @@ from infraudit.workflows.delivery import DeliverWebhook
 from infraudit.workflows.publish import PublishEvent
 
 log = logging.getLogger(__name__)
+
+#: Time on top of the HTTP timeout that a stopping worker gives attempts under way (loading the
+#: endpoint, recording the outcome).
+SHUTDOWN_GRACE = timedelta(seconds=5)
 
 #: The HTTP library's loggers: httpx writes every request's full URL at INFO and httpcore traces
 #: connections at DEBUG. Endpoint URLs may hold credentials (userinfo) or tokens (query string),
@@ -45,13 +52,17 @@ async def build_worker(
 ) -> AsyncIterator[Worker]:
     """A worker for ``settings.task_queue`` with the resources its activities share.
 
+    Its HTTP client connects through the SSRF guard of :mod:`infraudit.egress` with the policy
+    of ``settings`` (lifted only by dev mode or ``INFRAUDIT_ALLOW_PRIVATE_TARGETS``), so every
+    worker enforces it, ``python worker.py`` included.
+
     ``sandboxed=False`` exists for bench/ only, to show what the workflow sandbox costs.
 
     Invalid workflow input (say, JSON from another service naming an unknown event type) fails
     that workflow with the validation message instead of retrying its task forever.
     """
     db = Database(settings.database_url, Keyring.from_settings(settings))
-    http = new_http_client()
+    http = new_http_client(egress.Guard(allow_private=settings.private_targets_allowed))
     sender = SendActivities(db, http, response_body_limit=settings.response_body_limit)
     fan_out = FanOutActivities(db, client, settings)
     try:
@@ -63,6 +74,10 @@ async def build_worker(
             workflow_failure_exception_types=[pydantic.ValidationError],
             workflow_runner=_SANDBOX if sandboxed else UnsandboxedWorkflowRunner(),
             max_concurrent_activities=1000,
+            # On SIGTERM/Ctrl-C a POST under way finishes (it takes at most the HTTP timeout)
+            # instead of being cut off and sent again by the next worker: a restart or deploy
+            # must not make a receiver see a delivery twice.
+            graceful_shutdown_timeout=timedelta(seconds=settings.http_timeout) + SHUTDOWN_GRACE,
         )
     finally:
         await http.aclose()
@@ -91,7 +106,32 @@ def quiet_url_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+async def serve(settings: Settings) -> None:
+    """Run the worker until SIGINT/SIGTERM, then shut it down gracefully instead of dying mid-POST.
+
+    Cancelling ``run_worker`` is temporalio's graceful shutdown (in-flight attempts get
+    ``graceful_shutdown_timeout`` to finish); a bare KeyboardInterrupt or the default SIGTERM
+    would kill the process and leave its POSTs to be sent again. Used by ``python worker.py`` and
+    ``infraudit worker`` alike.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    running = asyncio.create_task(run_worker(settings))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if running.done():
+        stopping.cancel()
+        running.result()
+        return
+    log.info("worker stopping: letting attempts under way finish")
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+
+
 def main() -> None:
-    """Entry point of ``worker.py`` and ``infraudit worker``."""
+    """Entry point of ``worker.py``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run_worker())
+    asyncio.run(serve(get_settings()))

@@ -18,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from infraudit import search_attributes
 from infraudit.binaries import binary
 from infraudit.config import Settings
+from infraudit.stack import DEV_SERVER_SPEED_FLAGS
 from infraudit.store import migrate, orgs, webhooks
 from infraudit.store.db import Database, sync_url
 from infraudit.store.secret_box import KEYS_VARIABLE, Keyring, new_key
@@ -42,6 +43,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=binary("temporal"),
         search_attributes=search_attributes.ALL,
         data_converter=pydantic_data_converter,
+        dev_server_extra_args=list(DEV_SERVER_SPEED_FLAGS),
     )
     try:
         yield env
@@ -108,10 +110,13 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str, secret_key: str) -> Settings:
-    """Engine settings for tests: fast retries, a 1 s timeout, a task queue of our own, and
-    caps and rate limits no test meets unless it sets them (tests/test_quotas.py does)."""
+    """Engine settings for tests: fast retries, a 1 s timeout, a task queue of our own, caps
+    and rate limits no test meets unless it sets them (tests/test_quotas.py does), and dev mode,
+    because the receivers are plain HTTP on 127.0.0.1 (tests of the production rules turn it
+    off: tests/test_urls.py, tests/test_ssrf.py)."""
     return Settings(
         database_url=database_url,
+        dev=True,
         secret_keys=SecretStr(secret_key),
         task_queue=f"test-{uuid.uuid4().hex[:8]}",
         http_timeout=1.0,

@@ -217,6 +217,12 @@ async def test_log_returns_exactly_the_newest_100_of_105(
         return response.json()["delivery_ids"][0]
 
     oldest = [await publish(n) for n in range(5)]
+    # The 202 does not wait for the fan-out: the oldest must have started before the newest do.
+    await eventually(
+        lambda: client.count_workflows(f"WebhookId = '{hook['id']}'"),
+        lambda counted: counted.count == len(oldest),
+        within=60,
+    )
     await asyncio.sleep(1.1)
     gate = asyncio.Semaphore(10)
 

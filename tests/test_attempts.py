@@ -27,10 +27,11 @@ import httpx
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 
-from infraudit import deliveries, ids
+from infraudit import deliveries, egress, ids
 from infraudit.activities.fanout import start_delivery
 from infraudit.activities.send import (
     IN_PROGRESS,
+    KEEPALIVE_EXPIRY_SECONDS,
     LOST,
     SendActivities,
     http_error_text,
@@ -51,7 +52,7 @@ from infraudit.store.db import Database
 from infraudit.worker import build_worker
 from tests.conftest import Endpoints
 from tests.helpers import start_test_delivery
-from tests.receiver import Answer, running_receiver
+from tests.receiver import Answer, Receiver, running_receiver
 from tests.worker_process import worker_env, worker_process
 
 # --- a receiver that misbehaves at the socket level ----------------------------------------
@@ -214,7 +215,7 @@ async def test_the_shared_client_never_queues_a_post_behind_slow_receivers(
 
     server = await asyncio.start_server(hold_until_all_arrived, "127.0.0.1", 0, backlog=4096)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
-    http = new_http_client()
+    http = new_http_client(egress.Guard(allow_private=True))  # a receiver on loopback
     sender = SendActivities(db, http)
     request = SendRequest(
         delivery_id="del_pool", webhook_id="wh_pool", event="drift.detected", body="{}",
@@ -601,3 +602,83 @@ async def test_a_worker_at_info_logs_no_url_secrets_or_payloads_and_no_traceback
         assert leaked not in log, leaked
     assert "Traceback" not in log
     assert " WARNING " not in log and " ERROR " not in log, log
+
+
+async def test_a_worker_stopped_during_a_post_lets_it_finish_and_it_is_received_once(
+    client: Client,
+    settings: Settings,
+    endpoints: Endpoints,
+    receiver: Receiver,
+    org_id: str,
+    tmp_path: Path,
+) -> None:
+    """SIGTERM (a deploy, Ctrl-C) while a receiver takes 3 s: the POST completes, the worker
+    then exits, and a new worker finishes the delivery with that one attempt."""
+    task_queue = f"term-{uuid.uuid4().hex[:8]}"
+    env = worker_env(client, database_url=settings.database_url, task_queue=task_queue)
+    receiver.script(Answer(200, b"taken", delay=3.0))
+    webhook_id, _ = await endpoints.add(org_id, receiver.url)
+    policy = QUICK.model_copy(update={"timeout_seconds": 10})
+    with worker_process(env, tmp_path / "first.log") as first:
+        await first.ready()
+        delivery = await start_with_policy(
+            client,
+            task_queue,
+            org_id=org_id,
+            webhook_id=webhook_id,
+            url=receiver.url,
+            policy=policy,
+        )
+        await receiver.wait_for(1)
+        first.process.terminate()
+        exit_code = await asyncio.to_thread(first.process.wait, 30)
+    assert exit_code == 0, first.log()
+    assert "worker stopping" in first.log()
+
+    with worker_process(env, tmp_path / "second.log") as second:
+        await second.ready()
+        outcome: DeliveryOutcome = await client.get_workflow_handle(
+            delivery, result_type=DeliveryOutcome
+        ).result()
+    assert [(a.attempt, a.response_status, a.error) for a in outcome.attempts] == [(1, 200, None)]
+    assert len(receiver.requests) == 1
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_connection_idle_past_the_keepalive_expiry_is_not_reused(
+    client: Client, settings: Settings, endpoints: Endpoints, org_id: str
+) -> None:
+    """Receivers close idle keep-alive connections (gunicorn after 2 s); a POST written into one
+    they are closing fails without reaching them. Past the expiry a new connection is made."""
+    connections: list[int] = []
+
+    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(0)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                connections[-1] += 1
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(keep_alive, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    try:
+        webhook_id, _ = await endpoints.add(org_id, url)
+        for pause in (0.0, 0.2, KEEPALIVE_EXPIRY_SECONDS + 0.5):
+            await asyncio.sleep(pause)
+            handle = await start_test_delivery(
+                client, settings, org_id=org_id, webhook_id=webhook_id, url=url
+            )
+            assert (await handle.result()).status == "delivered"
+    finally:
+        server.close()
+    assert connections == [2, 1], "reused while fresh, a new connection after the expiry"

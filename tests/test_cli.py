@@ -99,6 +99,15 @@ def test_invalid_settings_and_arguments_are_usage_errors(tmp_path: Path) -> None
     assert_clean_error(bad_data, 2, "--data is not valid JSON")
     not_object = run_cli(["event", "publish", "drift.detected", "--data", "[1]"], env, cwd=tmp_path)
     assert_clean_error(not_object, 2, "JSON object")
+    # Data the API would refuse is refused here, naming the path, before anything is sent.
+    for data, problem in [
+        ('{"n": 1e400}', "data.n: inf is not a JSON number"),
+        ('{"n": NaN}', "data.n: nan is not a JSON number"),
+        ('{"s": "\\ud800"}', "data.s: holds a lone surrogate"),
+        ('{"n": 9007199254740993}', "data.n: integer beyond"),
+    ]:
+        refused = run_cli(["event", "publish", "drift.detected", "--data", data], env, cwd=tmp_path)
+        assert_clean_error(refused, 2, f"--data: {problem}")
     nothing = run_cli(["webhook", "update", "wh_x"], env, cwd=tmp_path)
     assert_clean_error(nothing, 2, "nothing to update")
 

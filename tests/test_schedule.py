@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from infraudit import ids, temporal
 from infraudit.binaries import binary
 from infraudit.config import Settings
-from infraudit.contract import DeliverWebhookInput, DeliveryPolicy
+from infraudit.contract import DeliverWebhookInput
 from infraudit.worker import build_worker
 from infraudit.workflows.delivery import DeliverWebhook
 from tests.conftest import Endpoints
@@ -41,7 +41,12 @@ async def test_default_schedule_makes_3_attempts_within_30_minutes(
     receiver: Receiver,
     org_id: str,
 ) -> None:
-    production = Settings(database_url=database_url, task_queue=f"ts-{uuid.uuid4().hex[:8]}")
+    # The production schedule; only the SSRF policy is lifted, for the receiver on loopback.
+    production = Settings(
+        database_url=database_url,
+        task_queue=f"ts-{uuid.uuid4().hex[:8]}",
+        allow_private_targets=True,
+    )
     assert production.delivery_window == 1800 and production.http_timeout == 10
     receiver.script(Answer(503, b"still down"))
     webhook_id, _ = await endpoints.add(org_id, receiver.url)
@@ -53,7 +58,7 @@ async def test_default_schedule_makes_3_attempts_within_30_minutes(
                 webhook_id=webhook_id,
                 org_id=org_id,
                 event="drift.detected",
-                policy=DeliveryPolicy.from_settings(production),
+                policy=production.delivery_policy(),
             ),
             id=ids.delivery_id("evt_schedule", webhook_id),
             task_queue=production.task_queue,

@@ -109,6 +109,11 @@ def test_up_stops_everything_when_a_child_dies(tmp_path: Path) -> None:
     ports = StackPorts.pick()
     with UpProcess(tmp_path, stack_env(ports)) as up:
         up.wait_ready()
+        # A second stack on other ports but the same folder would share its databases.
+        with UpProcess(tmp_path, stack_env(StackPorts.pick()), name="second") as second:
+            assert second.process.wait(60) == 1
+        assert "is in use by another `infraudit up`" in second.stderr
+        assert "Traceback" not in second.stderr
         children = child_pids(up.process.pid)
         worker = next(
             pid for pid in children if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()

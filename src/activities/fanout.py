@@ -13,16 +13,11 @@ import asyncio
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from infraudit import ids, search_attributes, signing, urls
+from infraudit import ids, urls
 from infraudit.config import Settings
 from infraudit.contract import (
     DELIVER_WEBHOOK,
@@ -35,6 +30,7 @@ from infraudit.contract import (
 )
 from infraudit.store import webhooks
 from infraudit.store.db import Database
+from infraudit.workflows.delivery import delivery_envelope, delivery_search_attributes
 
 _SUMMARY_LIMIT = 200
 _CONCURRENT_STARTS = 64
@@ -61,18 +57,14 @@ async def start_delivery(
 ) -> None:
     """Start one delivery, or do nothing when that delivery id already ran or is running.
 
-    The memo gets the envelope as the workflow will send it and the search attributes say
-    pending, so the delivery shows in the log from its first moment.
+    The one home of "start a delivery" (the fan-out, :func:`infraudit.client.deliver_once`,
+    tests and bench/ call it). The memo gets the envelope as the workflow will send it and the
+    search attributes say pending, so the delivery shows in the log from its first moment and
+    the workflow itself records nothing until it ends.
     """
     if delivery.timestamp is None:
         raise ValueError("a delivery started here needs its event timestamp")
-    envelope = signing.build_envelope(
-        event=delivery.event,
-        timestamp=delivery.timestamp,
-        webhook_id=delivery.webhook_id,
-        delivery_id=delivery_id,
-        data=delivery.data,
-    )
+    envelope = delivery_envelope(delivery, delivery_id, started_at=delivery.timestamp)
     try:
         await client.start_workflow(
             DELIVER_WEBHOOK,
@@ -82,14 +74,7 @@ async def start_delivery(
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             memo={MEMO_PAYLOAD: envelope},
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(search_attributes.WEBHOOK_ID, delivery.webhook_id),
-                    SearchAttributePair(search_attributes.ORG_ID, delivery.org_id),
-                    SearchAttributePair(search_attributes.EVENT_TYPE, delivery.event),
-                    SearchAttributePair(search_attributes.DELIVERY_STATUS, "pending"),
-                ]
-            ),
+            search_attributes=delivery_search_attributes(delivery),
             static_summary=delivery_summary(delivery.event, url),
         )
     except WorkflowAlreadyStartedError:
@@ -120,7 +105,7 @@ class FanOutActivities:
                 after_webhook_id=request.after_webhook_id,
                 limit=request.page_size,
             )
-        policy = DeliveryPolicy.from_settings(self._settings)
+        policy = self._settings.delivery_policy()
         gate = asyncio.Semaphore(_CONCURRENT_STARTS)
 
         async def start(sub: webhooks.Subscriber) -> str | FailedStart:

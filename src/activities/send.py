@@ -14,6 +14,10 @@ The outcome of an attempt is the status the receiver answered (kind 2): what goe
 the status line (a reset mid-body, a body that stalls, bad chunked framing) is a ``note`` on the
 attempt and never turns a 2xx into a retry. Error texts name the kind of failure, are never
 empty and never carry the URL (which may hold credentials or tokens).
+
+A host the SSRF guard refuses (:mod:`infraudit.egress`: no public address to connect to) ends
+the delivery at once: the attempt says ``refused: …``, nothing was sent, and no later attempt
+would be let through, so none is made.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from infraudit import __version__, signing, urls
+from infraudit import __version__, egress, signing, urls
 from infraudit.contract import Attempt, SendRequest
 from infraudit.store import webhooks
 from infraudit.store.db import Database
@@ -42,6 +46,8 @@ USER_AGENT = f"InfraAudit-Webhooks/{__version__}"
 #: ApplicationError types the workflow tells apart.
 ATTEMPT_FAILED = "AttemptFailed"
 ENDPOINT_GONE = "EndpointGone"
+TARGET_REFUSED = "TargetRefused"
+NOT_OWNED = "WebhookNotOwned"
 
 #: ``error`` of an attempt that started (it may have reached the receiver) but never reported.
 LOST = "worker lost during the attempt"
@@ -52,22 +58,40 @@ IN_PROGRESS = "in progress"
 _DETAIL_LIMIT = 200
 
 
-def new_http_client() -> httpx.AsyncClient:
-    """The one client a worker process shares: pooled keep-alive connections, no redirects.
+#: Seconds an idle keep-alive connection to a receiver is kept for the next POST (httpx: 5 s).
+KEEPALIVE_EXPIRY_SECONDS = 1.0
+
+
+def new_http_client(
+    guard: egress.Guard, *, verify: ssl.SSLContext | bool = True
+) -> httpx.AsyncClient:
+    """The one client a worker process shares: pooled keep-alive connections, no redirects,
+    every connection made by ``guard`` (:mod:`infraudit.egress`: the SSRF policy, applied to
+    the address actually connected to).
 
     No timeout of its own: httpx's default (5 s for connect, read, write and pool wait each)
     would sit under the 10 s the guide promises, so every request passes its own (the send
     activity: ``SendRequest.timeout_seconds`` for every phase, inside one overall deadline).
     No cap on connections either: the worker's activity slots already bound how many POSTs run
     at once, and a cap below that makes POSTs wait for a slow receiver's connection to free up.
-    ``trust_env=False``: proxy variables and ``.netrc`` of the worker's environment must not
-    change where a customer's event goes or add credentials to it.
+    ``trust_env=False``: proxy variables, ``.netrc`` and ``SSL_CERT_FILE`` of the worker's
+    environment must not change where a customer's event goes, add credentials to it or change
+    which certificates are trusted. ``verify``: certificates are checked against certifi's CA
+    bundle and the URL's host name; only a test passes a context trusting its own CA.
+    ``keepalive_expiry``: an idle pooled connection is dropped after
+    :data:`KEEPALIVE_EXPIRY_SECONDS`, before common servers close it themselves (gunicorn after
+    2 s): a POST written into a connection the receiver is closing fails without reaching it.
     """
+    limits = httpx.Limits(
+        max_connections=None,
+        max_keepalive_connections=100,
+        keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
+    )
     return httpx.AsyncClient(
+        transport=egress.GuardedTransport(guard, verify=verify, limits=limits),
         follow_redirects=False,
         trust_env=False,
         timeout=None,
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
     )
 
 
@@ -227,13 +251,20 @@ class SendActivities:
         except UnreadableSecret as err:
             # No key of this worker opens the stored secret: nothing is sent, the attempt fails
             # saying why (never with the secret), and a later attempt can deliver once the keys
-            # are fixed. Not benign: an operator has to act.
+            # are fixed. An operator has to act, so it is one warning line of ours; the error
+            # itself is BENIGN so the SDK adds no traceback (the cause is known and stated).
             failed = Attempt(
                 attempt=info.attempt, started_at=datetime.now(UTC), duration_ms=0, error=str(err)
             )
             await _record([*earlier, failed])
+            activity.logger.warning(
+                "attempt %d to webhook %s not sent: %s", info.attempt, request.webhook_id, err
+            )
             raise ApplicationError(
-                str(err), _records([*earlier, failed]), type=ATTEMPT_FAILED
+                str(err),
+                _records([*earlier, failed]),
+                type=ATTEMPT_FAILED,
+                category=ApplicationErrorCategory.BENIGN,
             ) from None
         except Exception as err:
             # The store is down or broken: nothing is sent. The attempt says so (by the error's
@@ -247,6 +278,18 @@ class SendActivities:
             raise ApplicationError(
                 reason, _records([*earlier, failed]), type=ATTEMPT_FAILED
             ) from err
+        if target is not None and request.org_id is not None and target.org_id != request.org_id:
+            # Started (directly, by another service) for an org that does not own the endpoint:
+            # sending would hand one org's event to another org's endpoint, outside both orgs'
+            # logs. Nothing is sent and no attempt is made; the owner is not named. Not benign:
+            # the starter has a bug that someone has to fix.
+            raise ApplicationError(
+                f"webhook {request.webhook_id} does not belong to org {request.org_id}; "
+                "nothing sent, no further attempts",
+                _records(earlier),
+                type=NOT_OWNED,
+                non_retryable=True,
+            )
         if target is None or not target.enabled:
             state = "deleted" if target is None else "disabled"
             raise ApplicationError(
@@ -270,7 +313,34 @@ class SendActivities:
             ) from None
         started = Attempt(attempt=info.attempt, started_at=datetime.now(UTC))
         await _record([*earlier, started])
-        attempt = await self._post(request, target.url, target.secret, started)
+        clock = time.perf_counter()
+        try:
+            attempt = await self._post(request, target.url, target.secret, started)
+        except egress.RefusedTarget as refused:
+            # The SSRF policy refused every address of the host before anything was sent: no
+            # later attempt would be let through either, so the delivery ends here, as an
+            # outcome (benign), with no response since none was asked for.
+            attempt = started.model_copy(
+                update={
+                    "duration_ms": round((time.perf_counter() - clock) * 1000),
+                    "error": f"refused: {refused}; nothing was sent, and it is not retried",
+                }
+            )
+            await _record([*earlier, attempt])
+            activity.logger.info(
+                "attempt %d to webhook %s at %s: %s",
+                attempt.attempt,
+                request.webhook_id,
+                urls.redact(target.url),
+                attempt.error,
+            )
+            raise ApplicationError(
+                str(attempt.error),
+                _records([*earlier, attempt]),
+                type=TARGET_REFUSED,
+                non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,
+            ) from None
         attempts = [*earlier, attempt]
         if attempt.succeeded:
             return attempts
@@ -326,6 +396,8 @@ class SendActivities:
         except (TimeoutError, httpx.TimeoutException):
             phase = " while reading the response body" if status is not None else ""
             problem = f"timed out after {limit:g}s{phase}"
+        except egress.RefusedTarget:
+            raise  # not the receiver's behaviour: the caller ends the delivery
         except Exception as err:
             known = isinstance(err, httpx.HTTPError | httpx.InvalidURL)
             if not known:

@@ -8,7 +8,7 @@ attributes and memo; a delivery out of attempts ends the workflow Failed, red in
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
@@ -18,12 +18,12 @@ with workflow.unsafe.imports_passed_through():
     from infraudit import ids, search_attributes, signing
     from infraudit.activities.send import (
         ENDPOINT_GONE,
+        NOT_OWNED,
         SendActivities,
         attempts_from_details,
         describe_failure,
         settle_attempts,
     )
-    from infraudit.config import get_settings
     from infraudit.contract import (
         DELIVER_WEBHOOK,
         MEMO_PAYLOAD,
@@ -36,6 +36,40 @@ with workflow.unsafe.imports_passed_through():
         MemoResult,
         SendRequest,
     )
+
+
+def delivery_envelope(
+    delivery: DeliverWebhookInput, delivery_id: str, *, started_at: datetime
+) -> dict[str, object]:
+    """The envelope of ``delivery`` as it is sent and kept in the ``payload`` memo.
+
+    The one place a delivery's envelope is made (from :func:`infraudit.signing.build_envelope`):
+    the workflow, the starters and tests call it, so the memo a starter writes is byte for byte
+    what the workflow sends. ``started_at`` stands in for an input without ``timestamp``; the
+    workflow passes its start time, so a starter must pass the same (or set ``timestamp``).
+    """
+    return signing.build_envelope(
+        event=delivery.event,
+        timestamp=delivery.timestamp or started_at,
+        webhook_id=delivery.webhook_id,
+        delivery_id=delivery_id,
+        data=delivery.data,
+    )
+
+
+def delivery_search_attributes(
+    delivery: DeliverWebhookInput, status: DeliveryStatus = "pending"
+) -> TypedSearchAttributes:
+    """The four search attributes the delivery log queries and the Temporal UI filters on."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(search_attributes.WEBHOOK_ID, delivery.webhook_id),
+            SearchAttributePair(search_attributes.ORG_ID, delivery.org_id),
+            SearchAttributePair(search_attributes.EVENT_TYPE, delivery.event),
+            SearchAttributePair(search_attributes.DELIVERY_STATUS, status),
+        ]
+    )
+
 
 #: Time the activity may take beyond the HTTP timeout (loading the endpoint, signing).
 _ATTEMPT_GRACE = timedelta(seconds=5)
@@ -58,7 +92,7 @@ def activity_options(policy: DeliveryPolicy) -> dict[str, object]:
 
 def failure_message(attempts: list[Attempt], cause: BaseException | None) -> str:
     """Why a delivery failed, e.g. ``3 attempts failed; last: HTTP 503``."""
-    if isinstance(cause, ApplicationError) and cause.type == ENDPOINT_GONE:
+    if isinstance(cause, ApplicationError) and cause.type in (ENDPOINT_GONE, NOT_OWNED):
         return cause.message
     count = len(attempts)
     noun = "attempt" if count == 1 else "attempts"
@@ -83,13 +117,9 @@ class DeliverWebhook:
         )
         if problem:
             raise ApplicationError(problem, type="ValidationError", non_retryable=True)
-        policy = delivery.policy or DeliveryPolicy.from_settings(get_settings())
-        envelope = signing.build_envelope(
-            event=delivery.event,
-            timestamp=delivery.timestamp or workflow.info().workflow_start_time,
-            webhook_id=delivery.webhook_id,
-            delivery_id=delivery_id,
-            data=delivery.data,
+        policy = delivery.effective_policy
+        envelope = delivery_envelope(
+            delivery, delivery_id, started_at=workflow.info().workflow_start_time
         )
         self._record_start(delivery, envelope)
         request = SendRequest(
@@ -98,6 +128,7 @@ class DeliverWebhook:
             event=delivery.event,
             body=signing.envelope_body(envelope).decode(),
             timeout_seconds=policy.timeout_seconds,
+            org_id=delivery.org_id,
         )
         try:
             attempts = await workflow.execute_activity_method(
@@ -115,17 +146,19 @@ class DeliverWebhook:
 
     @staticmethod
     def _record_start(delivery: DeliverWebhookInput, envelope: dict[str, object]) -> None:
-        """Fill in what a starter from another SDK may not have set: the log needs it all."""
+        """Fill in what a starter from another SDK may not have set: the log needs it all.
+
+        Our starters (:func:`infraudit.activities.fanout.start_delivery`) set the memo and the
+        search attributes at the start, so for them this issues no command and adds no event.
+        """
         if workflow.memo_value(MEMO_PAYLOAD, None) is None:
             workflow.upsert_memo({MEMO_PAYLOAD: envelope})
         present = workflow.info().typed_search_attributes
-        wanted = [
-            SearchAttributePair(search_attributes.WEBHOOK_ID, delivery.webhook_id),
-            SearchAttributePair(search_attributes.ORG_ID, delivery.org_id),
-            SearchAttributePair(search_attributes.EVENT_TYPE, delivery.event),
-            SearchAttributePair(search_attributes.DELIVERY_STATUS, "pending"),
+        missing = [
+            pair
+            for pair in delivery_search_attributes(delivery).search_attributes
+            if present.get(pair.key) is None
         ]
-        missing = [pair for pair in wanted if present.get(pair.key) is None]
         if missing:
             workflow.upsert_search_attributes(TypedSearchAttributes(missing))
 
