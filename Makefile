@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,16 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/infraudit up
 
-test: $(STAMP)
+# Debian's Chromium, which the Settings page's browser tests drive through Playwright (never
+# `playwright install`: nothing may download a browser build). Installed when missing.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell test "$$(id -u)" -eq 0 || echo sudo)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
@@ -24,8 +33,27 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(STAMP)
-	$(BIN)/python -m bench
+# The benchmark's own packages (Celery, redis, matplotlib): the `bench` extra, installed once.
+BENCH_STAMP := $(VENV)/.bench-installed
+# `make bench BENCH_ARGS=--quick` checks the harness in a few minutes (into build/bench-quick/).
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# A few minutes of events through the real stack on loopback; rewrites its numbers in
+# docs/reliability.md (tests/load.py says what it checks). Not part of `make test`.
+.PHONY: load
+load: $(STAMP)
+	$(BIN)/python -m tests.load
+
+# The README's pictures of Settings → Webhooks, taken again on the real stack (docs/img/).
+screenshots: $(STAMP) $(CHROMIUM)
+	$(BIN)/python -m scripts.screenshots
 
 clean:
 	rm -rf $(VENV) .infraudit .pytest_cache .ruff_cache
