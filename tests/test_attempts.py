@@ -70,6 +70,20 @@ class Raw:
 OK = Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 
 
+async def read_request(reader: asyncio.StreamReader) -> None:
+    """Read one HTTP/1.1 request (head and Content-Length body) off ``reader``."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    await reader.readexactly(length)
+
+
 @dataclass
 class RawReceiver:
     """Answers the Nth request with the Nth script entry (the last repeats); counts requests."""
@@ -81,16 +95,7 @@ class RawReceiver:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                (
-                    int(line.split(b":", 1)[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                ),
-                0,
-            )
-            await reader.readexactly(length)
+            await read_request(reader)
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
             return
@@ -656,13 +661,7 @@ async def test_a_connection_idle_past_the_keepalive_expiry_is_not_reused(
         connections.append(0)
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    int(line.split(b":", 1)[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                await reader.readexactly(length)
+                await read_request(reader)
                 connections[-1] += 1
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 await writer.drain()
