@@ -18,6 +18,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,17 +216,24 @@ async def assert_works(me: Caller, requests: list[Request]) -> None:
         assert response.status_code == request.ok, (request.path, response.text)
 
 
-async def test_hung_temporal_answers_503_fast_and_the_same_requests_work_after(
-    outage: Outage, server: TemporalServer, receiver: Receiver
-) -> None:
-    org = f"hung-{uuid.uuid4().hex[:8]}"
+@asynccontextmanager
+async def two_apis(outage: Outage, name: str) -> AsyncIterator[tuple[Caller, Caller]]:
+    """Callers of two APIs for a fresh org: ``me``'s API will have reached Temporal before the
+    outage (the test makes a call first), ``late``'s not (its requests share one connect)."""
+    org = f"{name}-{uuid.uuid4().hex[:8]}"
     async with (
         running_api(outage.settings, None) as base,
         caller(base, outage.settings.database_url, org) as me,
-        # An API that had not reached Temporal yet: its requests share one connect attempt.
         running_api(outage.settings, None) as never_connected,
         caller(never_connected, outage.settings.database_url, org) as late,
     ):
+        yield me, late
+
+
+async def test_hung_temporal_answers_503_fast_and_the_same_requests_work_after(
+    outage: Outage, server: TemporalServer, receiver: Receiver
+) -> None:
+    async with two_apis(outage, "hung") as (me, late):
         requests = await temporal_requests(me, receiver)
         assert (await me.http.get("/readyz")).status_code == 200  # the API has connected
 
@@ -264,14 +272,7 @@ async def test_hung_temporal_answers_503_fast_and_the_same_requests_work_after(
 async def test_stopped_temporal_answers_503_fast_and_the_same_requests_work_after_restart(
     outage: Outage, server: TemporalServer, receiver: Receiver
 ) -> None:
-    org = f"stopped-{uuid.uuid4().hex[:8]}"
-    async with (
-        running_api(outage.settings, None) as base,
-        caller(base, outage.settings.database_url, org) as me,
-        # An API that never reached Temporal before it stopped: its first connect fails.
-        running_api(outage.settings, None) as never_connected,
-        caller(never_connected, outage.settings.database_url, org) as late,
-    ):
+    async with two_apis(outage, "stopped") as (me, late):
         requests = await temporal_requests(me, receiver)
 
         server.stop()
