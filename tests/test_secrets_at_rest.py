@@ -222,6 +222,29 @@ async def test_a_secret_no_key_opens_fails_its_attempts_clearly_and_nothing_is_s
     )
 
 
+@pytest.mark.usefixtures("worker")
+async def test_a_disabled_endpoint_ends_at_once_even_when_no_key_opens_its_secret(
+    client: Client, settings: Settings, endpoints: Endpoints, receiver: Receiver, org_id: str
+) -> None:
+    """Disabled means no further attempts; a key removed since must not make them retries."""
+    webhook_id, secret = await endpoints.add(org_id, receiver.url, enabled=False)
+    execute(
+        settings.database_url,
+        "UPDATE webhooks SET secret = :s WHERE id = :id",
+        s=keyring(new_key()).seal(secret, webhook_id=webhook_id),
+        id=webhook_id,
+    )
+    handle = await start_test_delivery(
+        client, settings, org_id=org_id, webhook_id=webhook_id, url=receiver.url
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    assert str(failed.value.cause) == (
+        f"DeliveryFailed: endpoint {webhook_id} was disabled; no further attempts"
+    )
+    assert receiver.requests == []
+
+
 def test_processes_refuse_to_start_without_a_usable_key(tmp_path: Path) -> None:
     env = clean_env(INFRAUDIT_DATABASE_URL=f"sqlite:///{tmp_path / 'store.db'}")
     bad = "c2hvcnQ="  # base64, but 5 bytes

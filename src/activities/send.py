@@ -290,7 +290,7 @@ class SendActivities:
                 type=NOT_OWNED,
                 non_retryable=True,
             )
-        if target is None or not target.enabled:
+        if target is None or not target.enabled or target.secret is None:
             state = "deleted" if target is None else "disabled"
             raise ApplicationError(
                 f"endpoint {request.webhook_id} was {state}; no further attempts",

@@ -22,10 +22,11 @@ from infraudit.store.secret_box import UnreadableSecret, keyring_of
 @dataclass(frozen=True, slots=True)
 class SigningTarget:
     """Where and how to send one delivery, as the activity needs it at send time; ``org_id``
-    owns the endpoint (the activity sends only for deliveries started for that org)."""
+    owns the endpoint (the activity sends only for deliveries started for that org).
+    ``secret`` is None for a disabled endpoint: nothing is sent to it, so it is not opened."""
 
     url: str
-    secret: str
+    secret: str | None
     enabled: bool
     org_id: str
 
@@ -159,7 +160,8 @@ async def subscribers_page(
 
 
 async def load_signing_target(session: AsyncSession, webhook_id: str) -> SigningTarget | None:
-    """URL, secret, state and owning org of an endpoint at send time; None when it was deleted.
+    """URL, secret (enabled endpoints only), state and owning org of an endpoint at send time;
+    None when it was deleted.
 
     Raises :class:`~infraudit.store.secret_box.UnreadableSecret` when no key of the session's
     keyring opens the stored secret (its message names the webhook and key id, never a secret).
@@ -174,7 +176,9 @@ async def load_signing_target(session: AsyncSession, webhook_id: str) -> Signing
     ).first()
     if row is None:
         return None
-    secret = keyring.open(row.sealed_secret, webhook_id=webhook_id)
+    # A disabled endpoint's delivery ends without sending, whatever the keys: its secret is not
+    # opened, so a key removed since cannot turn that ending into retries.
+    secret = keyring.open(row.sealed_secret, webhook_id=webhook_id) if row.enabled else None
     return SigningTarget(url=row.url, secret=secret, enabled=row.enabled, org_id=row.org_id)
 
 
