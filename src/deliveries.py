@@ -19,7 +19,7 @@ from temporalio.client import Client, WorkflowExecution, WorkflowExecutionDescri
 from temporalio.service import RPCError, RPCStatusCode
 
 from infraudit import search_attributes
-from infraudit.activities.send import settle_attempts
+from infraudit.activities.send import attempts_from_details, settle_attempts
 from infraudit.contract import (
     DELIVER_WEBHOOK,
     MEMO_PAYLOAD,
@@ -161,8 +161,9 @@ async def get_delivery(
 def _decode_attempts(client: Client, payloads: Any) -> list[Attempt]:
     if not payloads:
         return []
-    values = client.data_converter.payload_converter.from_payloads(list(payloads))
-    return [Attempt.model_validate(record) for record in (values[0] if values else []) or []]
+    return attempts_from_details(
+        client.data_converter.payload_converter.from_payloads(list(payloads))
+    )
 
 
 def _pending_attempts(

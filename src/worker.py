@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pydantic
 from temporalio.client import Client
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from infraudit import egress, temporal
@@ -47,16 +47,13 @@ _SANDBOX = SandboxedWorkflowRunner(
 
 
 @asynccontextmanager
-async def build_worker(
-    client: Client, settings: Settings, *, sandboxed: bool = True
-) -> AsyncIterator[Worker]:
+async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
     """A worker for ``settings.task_queue`` with the resources its activities share.
 
     Its HTTP client connects through the SSRF guard of :mod:`infraudit.egress` with the policy
     of ``settings`` (lifted only by dev mode or ``INFRAUDIT_ALLOW_PRIVATE_TARGETS``), so every
     worker enforces it, ``python worker.py`` included.
 
-    ``sandboxed=False`` exists for bench/ only, to show what the workflow sandbox costs.
 
     Invalid workflow input (say, JSON from another service naming an unknown event type) fails
     that workflow with the validation message instead of retrying its task forever.
@@ -72,7 +69,7 @@ async def build_worker(
             workflows=[DeliverWebhook, PublishEvent],
             activities=[sender.send_webhook, fan_out.fan_out_page],
             workflow_failure_exception_types=[pydantic.ValidationError],
-            workflow_runner=_SANDBOX if sandboxed else UnsandboxedWorkflowRunner(),
+            workflow_runner=_SANDBOX,
             max_concurrent_activities=1000,
             # On SIGTERM/Ctrl-C a POST under way finishes (it takes at most the HTTP timeout)
             # instead of being cut off and sent again by the next worker: a restart or deploy

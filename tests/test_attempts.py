@@ -221,7 +221,7 @@ async def test_the_shared_client_never_queues_a_post_behind_slow_receivers(
     server = await asyncio.start_server(hold_until_all_arrived, "127.0.0.1", 0, backlog=4096)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
     http = new_http_client(egress.Guard(allow_private=True))  # a receiver on loopback
-    sender = SendActivities(db, http)
+    sender = SendActivities(db, http, response_body_limit=settings.response_body_limit)
     request = SendRequest(
         delivery_id="del_pool", webhook_id="wh_pool", event="drift.detected", body="{}",
         timeout_seconds=10,

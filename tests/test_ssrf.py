@@ -180,7 +180,7 @@ async def worker_with(
     """The real DeliverWebhook and send activity on a queue of their own, POSTing through
     ``http`` (a guard a test configured); yields the settings that start deliveries there."""
     here = settings.model_copy(update={"task_queue": f"ssrf-{uuid.uuid4().hex[:8]}"})
-    sender = SendActivities(db, http)
+    sender = SendActivities(db, http, response_body_limit=settings.response_body_limit)
     try:
         async with Worker(
             client,

@@ -227,9 +227,7 @@ def http_error_text(err: BaseException, *, answered: bool) -> str:
 class SendActivities:
     """The POST activity with what it shares across calls: store and HTTP client."""
 
-    def __init__(
-        self, db: Database, http: httpx.AsyncClient, *, response_body_limit: int = 16 * 1024
-    ) -> None:
+    def __init__(self, db: Database, http: httpx.AsyncClient, *, response_body_limit: int) -> None:
         self._db = db
         self._http = http
         self._body_limit = response_body_limit

@@ -26,7 +26,7 @@ gives a caller exactly the two numbers above to plan with.
 
 The buckets live in this API process's memory: N API processes behind a load balancer admit up
 to N times each rate, and a restart refills them. The webhook cap is counted in the database, so
-it holds across processes. A refused request did nothing and costs no token. A webhook change
+it holds across processes. A request refused with 429 costs no token. A webhook change
 takes its token before any other check, so a flood of changes that fail later (a bad URL, a
 404) is throttled too.
 """

@@ -179,13 +179,10 @@ class Keyring:
             ) from None
         return opened.decode()
 
-    def is_current(self, stored: str) -> bool:
-        """Whether ``stored`` is already sealed under the newest key (rotation skips it)."""
-        return stored.startswith(self.current_prefix)
-
     @property
     def current_prefix(self) -> str:
-        """The start of every value the newest key seals, ``v1:<id>:``."""
+        """The start of every value the newest key seals, ``v1:<id>:``: rotation re-seals the
+        rows that do not start with it."""
         return f"{VERSION}:{self.current_id}:"
 
 

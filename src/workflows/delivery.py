@@ -57,16 +57,15 @@ def delivery_envelope(
     )
 
 
-def delivery_search_attributes(
-    delivery: DeliverWebhookInput, status: DeliveryStatus = "pending"
-) -> TypedSearchAttributes:
-    """The four search attributes the delivery log queries and the Temporal UI filters on."""
+def delivery_search_attributes(delivery: DeliverWebhookInput) -> TypedSearchAttributes:
+    """The four search attributes the delivery log queries and the Temporal UI filters on, as a
+    delivery starts (``DeliveryStatus`` pending; the workflow sets the outcome when it ends)."""
     return TypedSearchAttributes(
         [
             SearchAttributePair(search_attributes.WEBHOOK_ID, delivery.webhook_id),
             SearchAttributePair(search_attributes.ORG_ID, delivery.org_id),
             SearchAttributePair(search_attributes.EVENT_TYPE, delivery.event),
-            SearchAttributePair(search_attributes.DELIVERY_STATUS, status),
+            SearchAttributePair(search_attributes.DELIVERY_STATUS, "pending"),
         ]
     )
 
