@@ -109,6 +109,8 @@ async def v1(site: Site, key: str, method: str, path: str) -> httpx.Response:
 async def local_time_shown(page: Page, selector: str) -> None:
     """The ``<time>`` reads in the browser's zone (Asia/Kolkata, +05:30); UTC in its title."""
     element = page.locator(selector).first
+    # A row htmx has just swapped in is localised by app.js a moment later: wait for it.
+    await expect(element).to_contain_text("GMT+5:30")
     moment = datetime.fromisoformat((await element.get_attribute("datetime") or "").rstrip("Z"))
     moment = moment.replace(tzinfo=UTC)
     local = moment.astimezone(ZoneInfo(TIME_ZONE))
