@@ -1,6 +1,9 @@
-"""Run one infraudit-webhooks worker: ``python worker.py`` (settings from INFRAUDIT_* vars)."""
+"""Run one infraudit-webhooks worker: ``python worker.py`` (settings from INFRAUDIT_* vars).
 
-from infraudit.worker import main
+The same process as ``infraudit worker``: :func:`infraudit.cli.processes.worker_main`.
+"""
+
+from infraudit.cli.processes import worker_main
 
 if __name__ == "__main__":
-    main()
+    worker_main()

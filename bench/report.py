@@ -26,7 +26,7 @@ from bench.run import (
     Row,
     Run,
 )
-from infraudit.binaries import binary
+from infraudit.cli.binaries import binary
 
 README_START = "<!-- bench:start -->"
 README_END = "<!-- bench:end -->"

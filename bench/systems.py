@@ -2,7 +2,7 @@
 
 The dev server is started here as a subprocess (not through ``start_local``) so that its pid,
 and so its CPU, is known; its flags are those of ``infraudit up``
-(:func:`infraudit.stack.temporal_command`) with the Web UI off. Redis is not started: it runs
+(:func:`infraudit.cli.stack.temporal_command`) with the Web UI off. Redis is not started: it runs
 on the machine already (as in CI); the bench only reads its pid and cleans up its own keys.
 """
 
@@ -17,8 +17,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from infraudit import ids
+from infraudit.cli.stack import temporal_command
 from infraudit.config import Settings
-from infraudit.stack import temporal_command
 from infraudit.store import orgs, webhooks
 from infraudit.store.db import Database
 from infraudit.store.models import Subscription, Webhook

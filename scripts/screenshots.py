@@ -26,8 +26,8 @@ from tests.browser import DESKTOP, PHONE, Tab, chromium, new_tab, sign_in
 from tests.receiver import Answer, running_receiver
 
 from infraudit import search_attributes
-from infraudit.binaries import binary
-from infraudit.cli import create_api_key
+from infraudit.cli.binaries import binary
+from infraudit.cli.commands import create_api_key
 from infraudit.config import Settings
 from infraudit.store import migrate
 from infraudit.store.secret_box import new_key

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -101,34 +98,3 @@ def quiet_url_logs() -> None:
     """Keep the HTTP library's request lines (full endpoint URLs) out of the worker's log."""
     for name in _URL_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-async def serve(settings: Settings) -> None:
-    """Run the worker until SIGINT/SIGTERM, then shut it down gracefully instead of dying mid-POST.
-
-    Cancelling ``run_worker`` is temporalio's graceful shutdown (in-flight attempts get
-    ``graceful_shutdown_timeout`` to finish); a bare KeyboardInterrupt or the default SIGTERM
-    would kill the process and leave its POSTs to be sent again. Used by ``python worker.py`` and
-    ``infraudit worker`` alike.
-    """
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    running = asyncio.create_task(run_worker(settings))
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if running.done():
-        stopping.cancel()
-        running.result()
-        return
-    log.info("worker stopping: letting attempts under way finish")
-    running.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await running
-
-
-def main() -> None:
-    """Entry point of ``worker.py``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(get_settings()))

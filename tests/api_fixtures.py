@@ -12,7 +12,7 @@ import uvicorn
 from temporalio.client import Client
 
 from infraudit.api.app import create_app
-from infraudit.cli import create_api_key
+from infraudit.cli.commands import create_api_key
 from infraudit.config import Settings
 from tests.cli_support import free_port
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from infraudit.binaries import binary
+from infraudit.cli.binaries import binary
 
 #: How long `infraudit up` may take to print its announcement on a busy 2-core machine.
 START_WITHIN = 120.0

@@ -16,9 +16,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from infraudit import search_attributes
-from infraudit.binaries import binary
+from infraudit.cli.binaries import binary
+from infraudit.cli.stack import DEV_SERVER_SPEED_FLAGS
 from infraudit.config import Settings
-from infraudit.stack import DEV_SERVER_SPEED_FLAGS
 from infraudit.store import migrate, orgs, webhooks
 from infraudit.store.db import Database, sync_url
 from infraudit.store.secret_box import KEYS_VARIABLE, Keyring, new_key

@@ -44,7 +44,7 @@ import httpx
 from pydantic import SecretStr
 
 from infraudit import ids, signing, temporal
-from infraudit.cli import create_api_key
+from infraudit.cli.commands import create_api_key
 from infraudit.config import Settings
 from infraudit.contract import DELIVER_WEBHOOK
 from infraudit.store import migrate

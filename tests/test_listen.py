@@ -14,8 +14,8 @@ import pytest
 from temporalio.client import Client
 
 from infraudit import signing
+from infraudit.cli.listen import create_listener
 from infraudit.config import Settings
-from infraudit.listen import create_listener
 from tests.cli_support import clean_env, free_port, port_is_free
 from tests.conftest import Endpoints
 from tests.helpers import eventually, start_test_delivery

@@ -23,7 +23,7 @@ from fastapi.routing import iter_route_contexts
 from temporalio.client import Client
 
 from infraudit.api.app import create_app
-from infraudit.cli import create_api_key
+from infraudit.cli.commands import create_api_key
 from infraudit.config import Settings
 from tests.api_fixtures import running_api
 

@@ -28,8 +28,8 @@ import pytest
 from temporalio.client import Client
 
 from infraudit import temporal
+from infraudit.cli.stack import temporal_command
 from infraudit.config import Settings
-from infraudit.stack import temporal_command
 from infraudit.worker import build_worker
 from tests.api_fixtures import Caller, caller, running_api
 from tests.cli_support import free_port

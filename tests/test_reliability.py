@@ -29,7 +29,7 @@ from temporalio.client import Client
 
 from infraudit import deliveries, ids, signing, temporal
 from infraudit.activities.send import LOST
-from infraudit.cli import create_api_key
+from infraudit.cli.commands import create_api_key
 from infraudit.config import Settings
 from infraudit.contract import DeliveryOutcome, DeliveryPolicy
 from infraudit.store import orgs, webhooks

@@ -12,7 +12,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from infraudit import ids, temporal
-from infraudit.binaries import binary
+from infraudit.cli.binaries import binary
 from infraudit.config import Settings
 from infraudit.contract import DeliverWebhookInput
 from infraudit.worker import build_worker

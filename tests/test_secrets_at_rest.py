@@ -21,7 +21,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from temporalio.client import Client, WorkflowFailureError
 
-from infraudit import deliveries, ids, signing, stack
+from infraudit import deliveries, ids, signing
+from infraudit.cli import stack
 from infraudit.config import Settings
 from infraudit.store import migrate, orgs, webhooks
 from infraudit.store.db import Database, sync_url

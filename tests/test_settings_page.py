@@ -26,7 +26,7 @@ from temporalio.client import Client
 from infraudit import egress, signing
 from infraudit.api import page as page_frame
 from infraudit.api.signin import SignInKeys
-from infraudit.cli import create_api_key
+from infraudit.cli.commands import create_api_key
 from infraudit.config import Settings
 from infraudit.store import webhooks
 from infraudit.store.db import Database

@@ -34,9 +34,9 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from infraudit import deliveries, egress, urls
 from infraudit.activities.send import SendActivities, http_error_text, new_http_client
+from infraudit.cli.stack import DEV_ORG
 from infraudit.config import Settings
 from infraudit.deliveries import DeliveryDetail
-from infraudit.stack import DEV_ORG
 from infraudit.store.db import Database
 from infraudit.store.secret_box import Keyring
 from infraudit.worker import build_worker

@@ -54,7 +54,7 @@ def ensure_sqlite_folder(url: URL) -> None:
     The embedded default then works on a fresh checkout, and only the owner can read the
     registrations (API key hashes, sealed secrets, endpoint URLs that may hold credentials).
     SQLite gives the ``-wal`` and ``-shm`` files the database file's mode. What exists keeps
-    its mode: ``infraudit up`` tightens its own state folder (:mod:`infraudit.stack`).
+    its mode: ``infraudit up`` tightens its own state folder (:mod:`infraudit.cli.stack`).
     """
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return

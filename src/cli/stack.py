@@ -178,7 +178,7 @@ DEV_SERVER_SPEED_FLAGS = (
 def temporal_command(settings: Settings, state_dir: Path) -> list[str]:
     """The dev server command line; every flag is safe to repeat on an existing database."""
     from infraudit import search_attributes
-    from infraudit.binaries import binary
+    from infraudit.cli.binaries import binary
 
     command = [
         binary("temporal"),

@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 import httpx
-import pydantic
 import typer
 
 from infraudit import event_data
+from infraudit.cli.startup import configured_keyring, fail, load_settings, require_keyring
 from infraudit.config import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -66,40 +65,6 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON (
 
 
 # --- plumbing -------------------------------------------------------------------------------
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``message`` on stderr and exit with ``code``: errors never end in a traceback."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def load_settings() -> Settings:
-    """The settings, or a readable message (exit 2) when an ``INFRAUDIT_*`` value is invalid."""
-    try:
-        return get_settings()
-    except pydantic.ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in err.errors()
-        )
-        fail(f"invalid INFRAUDIT_* configuration: {problems}", 2)
-
-
-def require_keyring(settings: Settings) -> Keyring:
-    """The keyring of ``INFRAUDIT_SECRET_KEYS``, or exit 2 with one line when it is missing or
-    malformed. Processes that seal or open secrets call it first, so none starts without it.
-    """
-    from infraudit.store.secret_box import Keyring, SecretKeyError
-
-    try:
-        return Keyring.from_settings(settings)
-    except SecretKeyError as err:
-        fail(str(err), 2)
-
-
-def configured_keyring(settings: Settings) -> Keyring | None:
-    """The keyring when ``INFRAUDIT_SECRET_KEYS`` is set (exit 2 if malformed), else None."""
-    return None if settings.secret_keys is None else require_keyring(settings)
 
 
 def error_message(response: httpx.Response) -> str:
@@ -503,30 +468,17 @@ def event_publish(
 @app.command()
 def worker() -> None:
     """Run the Temporal worker (both workflows, all activities) until stopped."""
-    from infraudit import stack
+    from infraudit.cli import processes
 
-    settings = load_settings()
-    require_keyring(settings)
-    stack.follow_supervisor()
-    from infraudit.worker import serve
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(settings))
+    processes.worker_main()
 
 
 @app.command()
 def api() -> None:
     """Serve the registration API with uvicorn on INFRAUDIT_API_HOST:INFRAUDIT_API_PORT."""
-    from infraudit import stack
+    from infraudit.cli import processes
 
-    settings = load_settings()
-    require_keyring(settings)
-    stack.follow_supervisor()
-    import uvicorn
-
-    from infraudit.api.app import create_app
-
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+    processes.api_main()
 
 
 @app.command()
@@ -548,7 +500,7 @@ def listen(
     """Receive webhooks locally: print each delivery and check its signature."""
     import uvicorn
 
-    from infraudit.listen import create_listener
+    from infraudit.cli.listen import create_listener
 
     typer.echo(f"Listening on http://127.0.0.1:{port}/ (answering {status}); Ctrl-C stops.")
     listener = create_listener(secret=secret, status=status, echo=typer.echo, show_body=not quiet)
@@ -679,17 +631,8 @@ def up() -> None:
     State lives in ./.infraudit, so a restart keeps webhooks, deliveries and the dev API key.
     Ctrl-C stops everything.
     """
-    from infraudit import stack
+    from infraudit.cli import stack
 
     stack.prepare_environment()
     get_settings.cache_clear()
     raise typer.Exit(stack.up(load_settings()))
-
-
-def main() -> None:
-    """Entry point of ``python -m infraudit.cli``, which ``infraudit up`` runs its children with."""
-    app()
-
-
-if __name__ == "__main__":
-    main()

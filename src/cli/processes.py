@@ -1,0 +1,67 @@
+"""The engine's long-lived processes as commands run them: the worker and the API.
+
+``infraudit worker`` and ``python worker.py`` are one entry point (:func:`worker_main`), so both
+check their configuration, log and stop the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from infraudit.cli import stack
+from infraudit.cli.startup import load_settings, require_keyring
+from infraudit.config import Settings
+from infraudit.worker import run_worker
+
+log = logging.getLogger(__name__)
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def worker_main() -> None:
+    """Run one worker until SIGINT/SIGTERM; exit 2 in one line when misconfigured."""
+    settings = load_settings()
+    require_keyring(settings)
+    stack.follow_supervisor()
+    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
+    asyncio.run(serve(settings))
+
+
+def api_main() -> None:
+    """Serve the registration API with uvicorn on INFRAUDIT_API_HOST:INFRAUDIT_API_PORT."""
+    settings = load_settings()
+    require_keyring(settings)
+    stack.follow_supervisor()
+    import uvicorn
+
+    from infraudit.api.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+
+
+async def serve(settings: Settings) -> None:
+    """Run the worker until SIGINT/SIGTERM, then shut it down gracefully instead of dying mid-POST.
+
+    Cancelling :func:`infraudit.worker.run_worker` is temporalio's graceful shutdown
+    (in-flight attempts get ``graceful_shutdown_timeout`` to finish); a bare KeyboardInterrupt
+    or the default SIGTERM would kill the process and leave its POSTs to be sent again. Both
+    worker entry points run it (:func:`worker_main`).
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    running = asyncio.create_task(run_worker(settings))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if running.done():
+        stopping.cancel()
+        running.result()
+        return
+    log.info("worker stopping: letting attempts under way finish")
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
