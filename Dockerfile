@@ -40,7 +40,8 @@ USER infraudit:infraudit
 EXPOSE 8000
 # The API's liveness probe, GET /healthz on its own port (INFRAUDIT_API_PORT, 8000 by default);
 # urllib raises on a refused connection or a non-2xx answer, so the exit status is 1 then.
-# The worker serves no HTTP yet: docker-compose.yml gives the worker service its own check.
+# A worker answers on its own port (INFRAUDIT_WORKER_HTTP_PORT): docker-compose.yml gives the
+# worker service its own check of that.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('INFRAUDIT_API_PORT', '8000') + '/healthz', timeout=4)"]
 ENTRYPOINT ["infraudit"]

@@ -13,6 +13,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# mypy sees the package `infraudit` (the folder src/) through this link (pyproject's [tool.mypy]).
+MYPY_LINK := $(VENV)/mypy-path/infraudit
+
+$(MYPY_LINK): $(STAMP)
+	mkdir -p $(dir $(MYPY_LINK))
+	ln -sfn $(CURDIR)/src $(MYPY_LINK)
+
 run: $(STAMP)
 	$(BIN)/infraudit up
 
@@ -25,14 +32,16 @@ $(CHROMIUM):
 	$(SUDO) apt-get update
 	$(SUDO) apt-get install -y chromium
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(MYPY_LINK)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
-lint: $(STAMP)
+lint: $(STAMP) $(MYPY_LINK)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The benchmark's own packages (Celery, redis, matplotlib): the `bench` extra, installed once.
 BENCH_STAMP := $(VENV)/.bench-installed
@@ -57,4 +66,4 @@ screenshots: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m scripts.screenshots
 
 clean:
-	rm -rf $(VENV) .infraudit .pytest_cache .ruff_cache
+	rm -rf $(VENV) .infraudit .pytest_cache .ruff_cache .mypy_cache

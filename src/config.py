@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,9 +33,23 @@ class Settings(BaseSettings):
         default_factory=lambda: f"sqlite:///{default_state_dir() / 'infraudit.db'}",
         description="SQLAlchemy URL of the registrations store (sqlite:/// or postgresql://).",
     )
-    temporal_address: str = "localhost:7233"
-    temporal_namespace: str = "default"
-    task_queue: str = "infraudit-webhooks"
+    temporal_address: str = Field(
+        "localhost:7233", description="host:port of the Temporal frontend (gRPC)."
+    )
+    temporal_namespace: str = Field(
+        "default",
+        description=(
+            "Temporal namespace of the deliveries; the worker registers it (with "
+            "retention_days) and the search attributes at start (see infraudit.temporal.prepare)."
+        ),
+    )
+    task_queue: str = Field(
+        "infraudit-webhooks",
+        description=(
+            "Task queue of the workflows and activities: every worker, the API and any other "
+            "starter must use the same."
+        ),
+    )
     # The retry settings obey the bounds of the workflow contract's DeliveryPolicy, which is
     # built from them: a worker refuses to start rather than start deliveries that cannot run.
     http_timeout: float = Field(
@@ -61,7 +76,14 @@ class Settings(BaseSettings):
         le=contract.MAX_BACKOFF_COEFFICIENT,
         description="Each later gap is the previous one times this.",
     )
-    retention_days: int = Field(30, ge=1, description="How long Temporal keeps closed deliveries.")
+    retention_days: int = Field(
+        30,
+        ge=1,
+        description=(
+            "Days Temporal keeps closed deliveries: the delivery log's reach, and how long a "
+            "repeated event id is recognised. The worker sets the namespace's retention to it."
+        ),
+    )
     response_body_limit: int = Field(
         16 * 1024, ge=0, description="Bytes of a receiver's response body that are recorded."
     )
@@ -85,11 +107,44 @@ class Settings(BaseSettings):
             "deployment whose customers may reach its own network (docs/operations.md)."
         ),
     )
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    api_url: str = "http://127.0.0.1:8000"
-    api_key: str | None = None
-    temporal_ui_port: int = 8233
+    api_host: str = Field("127.0.0.1", description="Address `infraudit api` listens on.")
+    api_port: int = Field(8000, description="Port `infraudit api` listens on.")
+    api_url: str = Field(
+        "http://127.0.0.1:8000", description="Where the `infraudit` command line finds the API."
+    )
+    api_key: str | None = Field(
+        None, description="The org API key the `infraudit` command line sends to the API."
+    )
+    api_metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address the API's /metrics listener binds (0.0.0.0 in a container).",
+    )
+    api_metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description=(
+            "Port of the API's /metrics, a listener apart from the public API port; unset: the "
+            "API serves no metrics and collects none (docs/operations.md, Metrics)."
+        ),
+    )
+    worker_http_host: str = Field(
+        "127.0.0.1",
+        description="Address the worker's /healthz, /readyz and /metrics bind (0.0.0.0 in a "
+        "container).",
+    )
+    worker_http_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description=(
+            "Port of the worker's /healthz, /readyz and /metrics; unset: the worker serves no "
+            "HTTP and collects no metrics (see infraudit.worker_http)."
+        ),
+    )
+    temporal_ui_port: int = Field(
+        8233, description="Port of the dev server's Web UI that `infraudit up` starts."
+    )
     temporal_ui_url: str = Field(
         "",
         description=(
@@ -105,6 +160,16 @@ class Settings(BaseSettings):
             "Seconds the API waits for Temporal (to connect, or to answer any one call) before "
             "answering 503 (see infraudit.temporal.connect)."
         ),
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description=(
+            "How the worker and the API write their log: `text` lines for people (what `make run` "
+            "shows), or `json`, one object per line for a log collector (see infraudit.logs)."
+        ),
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="The least severe log lines the worker and the API write."
     )
     # Caps and rate limits per org, enforced by the API process (each process counts alone);
     # why these defaults: infraudit.api.quotas.
@@ -144,6 +209,28 @@ class Settings(BaseSettings):
         le=24 * 30,
         description="Hours a Settings page sign-in lasts, however active; then sign in again.",
     )
+    otel_enabled: bool = Field(
+        False,
+        description=(
+            "Export OpenTelemetry traces (API and worker) over OTLP/HTTP; off, none are made "
+            "(see infraudit.tracing and docs/operations.md, Tracing)."
+        ),
+    )
+    otel_endpoint: str = Field(
+        "",
+        pattern=r"^(https?://\S+)?$",
+        description=(
+            "Base URL of the OTLP/HTTP collector, e.g. http://otel-collector:4318 (/v1/traces "
+            "is appended); empty: the SDK's OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or "
+            "OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318."
+        ),
+    )
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        """``JSON`` and ``INFO`` mean what ``json`` and ``info`` do, as they do to uvicorn."""
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("signin_key")
     @classmethod
@@ -155,6 +242,23 @@ class Settings(BaseSettings):
                 "(`infraudit secrets new-key` prints one)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Settings:
+        """The API, its metrics and the worker's HTTP run side by side under `make run` (one
+        environment for all): the same port twice would make one of them fail to bind."""
+        ports = {
+            "INFRAUDIT_API_PORT": self.api_port,
+            "INFRAUDIT_API_METRICS_PORT": self.api_metrics_port,
+            "INFRAUDIT_WORKER_HTTP_PORT": self.worker_http_port,
+        }
+        taken: dict[int, str] = {}
+        for name, port in ports.items():
+            if port is not None and port in taken:
+                raise ValueError(f"{name} and {taken[port]} are both {port}; give each its own")
+            if port is not None:
+                taken[port] = name
+        return self
 
     @model_validator(mode="after")
     def _local_temporal_ui(self) -> Settings:

@@ -51,7 +51,7 @@ from temporalio.client import (
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
-from infraudit import search_attributes
+from infraudit import search_attributes, tracing
 from infraudit.config import Settings
 
 log = logging.getLogger(__name__)
@@ -88,12 +88,16 @@ async def connect(settings: Settings, *, bounded: bool = False) -> Client:
     ``settings.temporal_rpc_timeout`` seconds (see the module docstring). Result waits are long
     polls that legitimately outlast it; whoever waits bounds them (``asyncio.timeout``).
     Workers connect unbounded: their calls run in activities that Temporal retries anyway.
+    With tracing on, the client (and every worker built on it) carries the tracing interceptor
+    (:func:`infraudit.tracing.temporal_interceptors`), outermost, so its spans time whole calls.
     """
+    traced = tracing.temporal_interceptors(settings)
     if not bounded:
         return await Client.connect(
             settings.temporal_address,
             namespace=settings.temporal_namespace,
             data_converter=pydantic_data_converter,
+            interceptors=traced,
         )
     deadline = timedelta(seconds=settings.temporal_rpc_timeout)
     # The connect's own first call has a 30 s deadline of the SDK's; asyncio bounds it.
@@ -102,7 +106,7 @@ async def connect(settings: Settings, *, bounded: bool = False) -> Client:
             settings.temporal_address,
             namespace=settings.temporal_namespace,
             data_converter=pydantic_data_converter,
-            interceptors=[_Deadlines(deadline)],
+            interceptors=[*traced, _Deadlines(deadline)],
             # Retries of a refused call stop when the deadline is spent (the default: 10 s).
             retry_config=RetryConfig(
                 max_elapsed_time_millis=int(settings.temporal_rpc_timeout * 1000)

@@ -12,10 +12,12 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from infraudit import egress, temporal
+from infraudit import egress, reach, tracing, worker_http
 from infraudit.activities.fanout import FanOutActivities
 from infraudit.activities.send import SendActivities, new_http_client
+from infraudit.attempt_metrics import AttemptMetrics
 from infraudit.config import Settings, get_settings
+from infraudit.metrics import WorkerMetrics
 from infraudit.store.db import Database
 from infraudit.store.secret_box import Keyring
 from infraudit.workflows.delivery import DeliverWebhook
@@ -27,11 +29,8 @@ log = logging.getLogger(__name__)
 #: endpoint, recording the outcome).
 SHUTDOWN_GRACE = timedelta(seconds=5)
 
-#: The HTTP library's loggers: httpx writes every request's full URL at INFO and httpcore traces
-#: connections at DEBUG. Endpoint URLs may hold credentials (userinfo) or tokens (query string),
-#: so the worker lets through only their warnings; the send activity logs each failed attempt
-#: itself, with the URL redacted.
-_URL_LOGGERS = ("httpx", "httpcore")
+#: POSTs one worker keeps under way at once (each mostly waits on a receiver).
+_CONCURRENT_POSTS = 1000
 
 #: Modules the workflow sandbox shares instead of re-importing per workflow run: our contract,
 #: signing and catalog are deterministic, and pydantic validates every workflow input. Without
@@ -44,8 +43,13 @@ _SANDBOX = SandboxedWorkflowRunner(
 
 
 @asynccontextmanager
-async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
+async def build_worker(
+    client: Client, settings: Settings, *, metrics: WorkerMetrics | None = None
+) -> AsyncIterator[Worker]:
     """A worker for ``settings.task_queue`` with the resources its activities share.
+
+    With ``metrics``, an interceptor counts its POST attempts into them
+    (:mod:`infraudit.attempt_metrics`).
 
     Its HTTP client connects through the SSRF guard of :mod:`infraudit.egress` with the policy
     of ``settings`` (lifted only by dev mode or ``INFRAUDIT_ALLOW_PRIVATE_TARGETS``), so every
@@ -67,7 +71,14 @@ async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Work
             activities=[sender.send_webhook, fan_out.fan_out_page],
             workflow_failure_exception_types=[pydantic.ValidationError],
             workflow_runner=_SANDBOX,
-            max_concurrent_activities=1000,
+            interceptors=[AttemptMetrics(metrics)] if metrics else [],
+            # A delivery's first attempt runs as a local activity inside its workflow task, so
+            # workflow task and local activity slots bound concurrent first POSTs the way the
+            # activity slots bound the later ones: the SDK's 100 would let 100 slow receivers
+            # hold every delivery up.
+            max_concurrent_activities=_CONCURRENT_POSTS,
+            max_concurrent_local_activities=_CONCURRENT_POSTS,
+            max_concurrent_workflow_tasks=_CONCURRENT_POSTS,
             # On SIGTERM/Ctrl-C a POST under way finishes (it takes at most the HTTP timeout)
             # instead of being cut off and sent again by the next worker: a restart or deploy
             # must not make a receiver see a delivery twice.
@@ -79,22 +90,30 @@ async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Work
 
 
 async def run_worker(settings: Settings | None = None) -> None:
-    """Prepare the namespace, then poll until cancelled."""
-    quiet_url_logs()
+    """Wait for the database and Temporal (:mod:`infraudit.reach`: one line per try, no
+    traceback), prepare the namespace, then poll until cancelled; traces (when on) are sent
+    before it returns.
+
+    Nothing is polled before the database answers: an attempt taken meanwhile could not load
+    its endpoint and would spend one of the delivery's tries.
+    """
     settings = settings or get_settings()
-    client = await temporal.connect(settings)
-    await temporal.prepare(client, settings)
-    async with build_worker(client, settings) as worker:
-        log.info(
-            "worker polling %s on %s/%s",
-            settings.task_queue,
-            settings.temporal_address,
-            settings.temporal_namespace,
-        )
-        await worker.run()
-
-
-def quiet_url_logs() -> None:
-    """Keep the HTTP library's request lines (full endpoint URLs) out of the worker's log."""
-    for name in _URL_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # The worker's /healthz, /readyz and /metrics (when configured) come first: they answer
+    # while it waits for its dependencies, and its metrics must be in place before it connects.
+    with tracing.exporting(settings, tracing.WORKER_SERVICE):
+        async with worker_http.serving(settings) as state:
+            probe = Database(settings.database_url)
+            try:
+                await reach.database(probe)
+            finally:
+                await probe.dispose()
+            state.client = client = await reach.temporal_prepared(settings)
+            async with build_worker(client, settings, metrics=state.metrics) as worker:
+                state.worker = worker
+                log.info(
+                    "worker polling %s on %s/%s",
+                    settings.task_queue,
+                    settings.temporal_address,
+                    settings.temporal_namespace,
+                )
+                await worker.run()

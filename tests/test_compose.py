@@ -151,6 +151,23 @@ def test_long_running_services_have_health_checks(services: dict[str, dict[str, 
         assert service.get("restart") in {"unless-stopped", "always", "on-failure"}, name
 
 
+def test_workers_are_probed_on_their_own_http_and_metrics_stay_in_the_network(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The worker's health check asks its /healthz on the port its environment gives it, and
+    neither the worker's port nor the API's metrics port is published to the host."""
+    worker = environment_of(services["worker"])
+    api = environment_of(services["api"])
+    assert worker["INFRAUDIT_WORKER_HTTP_HOST"] == api["INFRAUDIT_API_METRICS_HOST"] == "0.0.0.0"
+    probe = " ".join(services["worker"]["healthcheck"]["test"])
+    assert "/healthz" in probe and "INFRAUDIT_WORKER_HTTP_PORT" in probe, probe
+    internal = {worker["INFRAUDIT_WORKER_HTTP_PORT"], api["INFRAUDIT_API_METRICS_PORT"]}
+    for name in ("api", "worker"):
+        published = {str(p).rsplit(":", 1)[-1] for p in services[name].get("ports") or []}
+        assert not published & internal, f"{name} publishes {published & internal}"
+        assert internal & {str(p) for p in services[name]["expose"]}, name
+
+
 def test_dependencies_wait_for_health_or_success(services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
         depends_on = service.get("depends_on") or {}

@@ -17,8 +17,8 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,28 +217,35 @@ async def assert_works(me: Caller, requests: list[Request]) -> None:
 
 
 @asynccontextmanager
-async def two_apis(outage: Outage, name: str) -> AsyncIterator[tuple[Caller, Caller]]:
+async def two_apis(
+    outage: Outage, name: str
+) -> AsyncIterator[tuple[Caller, Callable[[], Awaitable[Caller]]]]:
     """Callers of two APIs for a fresh org: ``me``'s API will have reached Temporal before the
-    outage (the test makes a call first), ``late``'s not (its requests share one connect)."""
+    outage (the test makes a call first); the test starts the other with ``start_late()`` during
+    the outage, so it has never reached Temporal (its requests share one connect attempt, its
+    start-up check's: infraudit.api.app.reach_dependencies). Both run until the block ends."""
     org = f"{name}-{uuid.uuid4().hex[:8]}"
-    async with (
-        running_api(outage.settings, None) as base,
-        caller(base, outage.settings.database_url, org) as me,
-        running_api(outage.settings, None) as never_connected,
-        caller(never_connected, outage.settings.database_url, org) as late,
-    ):
-        yield me, late
+    async with AsyncExitStack() as apis:
+        base = await apis.enter_async_context(running_api(outage.settings, None))
+        me = await apis.enter_async_context(caller(base, outage.settings.database_url, org))
+
+        async def start_late() -> Caller:
+            late = await apis.enter_async_context(running_api(outage.settings, None))
+            return await apis.enter_async_context(caller(late, outage.settings.database_url, org))
+
+        yield me, start_late
 
 
 async def test_hung_temporal_answers_503_fast_and_the_same_requests_work_after(
     outage: Outage, server: TemporalServer, receiver: Receiver
 ) -> None:
-    async with two_apis(outage, "hung") as (me, late):
+    async with two_apis(outage, "hung") as (me, start_late):
         requests = await temporal_requests(me, receiver)
         assert (await me.http.get("/readyz")).status_code == 200  # the API has connected
 
         server.pause()
         try:
+            late = await start_late()
             answers, first_connect = await asyncio.gather(
                 asyncio.gather(*(timed(me.http, r) for r in requests)),
                 asyncio.gather(*(timed(late.http, r) for r in requests)),
@@ -272,11 +279,12 @@ async def test_hung_temporal_answers_503_fast_and_the_same_requests_work_after(
 async def test_stopped_temporal_answers_503_fast_and_the_same_requests_work_after_restart(
     outage: Outage, server: TemporalServer, receiver: Receiver
 ) -> None:
-    async with two_apis(outage, "stopped") as (me, late):
+    async with two_apis(outage, "stopped") as (me, start_late):
         requests = await temporal_requests(me, receiver)
 
         server.stop()
         try:
+            late = await start_late()
             answers = await asyncio.gather(*(timed(me.http, r) for r in requests))
             first_connect = await asyncio.gather(*(timed(late.http, r) for r in requests))
             ready = await timed(me.http, Request("GET", "/readyz", 200))

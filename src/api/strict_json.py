@@ -14,7 +14,7 @@ handlers (``infraudit.api.errors``) as a :class:`BodyProblem` and answers 422 na
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
@@ -70,7 +70,7 @@ class StrictJSONRequest(Request):
 class StrictJSONRoute(APIRoute):
     """A route whose JSON body FastAPI reads through :class:`StrictJSONRequest`."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def strict(request: Request) -> Response:

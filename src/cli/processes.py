@@ -11,14 +11,14 @@ import contextlib
 import logging
 import signal
 
+from infraudit import logs
 from infraudit.cli import stack
-from infraudit.cli.startup import load_settings, require_keyring
+from infraudit.cli.startup import fail, load_settings, require_keyring
 from infraudit.config import Settings
+from infraudit.ops_http import ListenError
 from infraudit.worker import run_worker
 
 log = logging.getLogger(__name__)
-
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def worker_main() -> None:
@@ -26,8 +26,11 @@ def worker_main() -> None:
     settings = load_settings()
     require_keyring(settings)
     stack.follow_supervisor()
-    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
-    asyncio.run(serve(settings))
+    logs.setup(settings)
+    try:
+        asyncio.run(serve(settings))
+    except ListenError as err:  # INFRAUDIT_WORKER_HTTP_PORT taken: one line, no traceback
+        fail(str(err))
 
 
 def api_main() -> None:
@@ -37,9 +40,17 @@ def api_main() -> None:
     stack.follow_supervisor()
     import uvicorn
 
+    from infraudit.api import metrics
     from infraudit.api.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+    logs.setup(settings)
+    # uvicorn applies the same setup again rather than its own (colours, a handler per logger).
+    uvicorn.run(
+        create_app(settings, metrics=metrics.for_process(settings)),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=logs.config(settings),
+    )
 
 
 async def serve(settings: Settings) -> None:

@@ -332,6 +332,12 @@ class Stack:
             settings.temporal_ui_port: "the Temporal UI (INFRAUDIT_TEMPORAL_UI_PORT)",
             settings.api_port: "the API (INFRAUDIT_API_PORT)",
         }
+        # Off unless set (settings refuse the same port twice): then checked like the others.
+        optional = {
+            settings.worker_http_port: "the worker's HTTP (INFRAUDIT_WORKER_HTTP_PORT)",
+            settings.api_metrics_port: "the API's metrics (INFRAUDIT_API_METRICS_PORT)",
+        }
+        wanted.update({port: user for port, user in optional.items() if port is not None})
         for port, user in wanted.items():
             if port_in_use(port):
                 raise StackError(

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from infraudit import ids
@@ -231,7 +232,8 @@ async def reseal_secrets(
             )
             .execution_options(synchronize_session=False)
         )
-        resealed += result.rowcount
+        # An UPDATE's result is a CursorResult, which counts the rows; the stubs say only Result.
+        resealed += cast(CursorResult[Any], result).rowcount
     return ResealPage(
         resealed=resealed,
         unreadable=unreadable,

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-
 from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
-from infraudit import temporal
+from infraudit import readiness, temporal
 from infraudit.api.deps import ResourcesDep
 from infraudit.api.schemas import Readiness
 
@@ -31,26 +27,17 @@ async def readyz(res: ResourcesDep) -> JSONResponse:
     """The database and Temporal both answer; 503 naming the one that does not.
 
     Both are asked at once and each may take ``temporal_rpc_timeout`` seconds, so a hung
-    dependency makes the probe fail in that time instead of hanging it.
+    dependency makes the probe fail in that time instead of hanging it
+    (:func:`infraudit.readiness.check_all`, which the worker's ``/readyz`` uses too).
     """
-
-    async def database() -> None:
-        async with res.db.session() as s:
-            await s.execute(text("SELECT 1"))
 
     async def temporal_frontend() -> None:
         await temporal.check_health(await res.temporal_client(), res.settings)
 
-    async def check(probe: Callable[[], Awaitable[None]]) -> str:
-        try:
-            async with asyncio.timeout(res.settings.temporal_rpc_timeout):
-                await probe()
-        except Exception as err:  # refused, timed out, any driver or RPC error: not ready
-            return f"unavailable: {type(err).__name__}"
-        return "ok"
-
-    database_state, temporal_state = await asyncio.gather(check(database), check(temporal_frontend))
-    checks = {"database": database_state, "temporal": temporal_state}
-    ready = all(v == "ok" for v in checks.values())
+    checks = await readiness.check_all(
+        {"database": lambda: readiness.database_answers(res.db), "temporal": temporal_frontend},
+        within=res.settings.temporal_rpc_timeout,
+    )
+    ready = readiness.all_ok(checks)
     code = status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE
     return JSONResponse({"status": "ok" if ready else "unavailable", **checks}, code)
