@@ -302,6 +302,10 @@ class SendRequest(_Tolerant):
     ``org_id`` is the org the delivery was started for: the activity sends only when that org
     owns ``webhook_id`` (issue 7). It is None only in requests scheduled by a workflow of an
     earlier release, which did not pass it; those keep the old behaviour until they end.
+
+    ``first_attempt`` is the delivery's attempt number of this activity's first attempt, and
+    ``earlier`` the records of the attempts before it: ``DeliverWebhook`` makes attempt 1 as a
+    local activity and the rest as one regular activity that goes on from there.
     """
 
     delivery_id: str
@@ -310,6 +314,8 @@ class SendRequest(_Tolerant):
     body: str
     timeout_seconds: float
     org_id: str | None = None
+    first_attempt: int = Field(1, ge=1)
+    earlier: list[Attempt] = Field(default_factory=list)
 
 
 class FanOutRequest(_Tolerant):
@@ -333,7 +339,13 @@ class FanOutPage(_Tolerant):
 
 
 class MemoResult(_Tolerant):
-    """The ``result`` memo entry: what a delivery-log row shows once the delivery ended."""
+    """The ``result`` memo entry: what a delivery-log row shows once the delivery ended, or
+    while it waits between its first attempt and the next.
+
+    ``attempts`` lists every attempt, and ``next_attempt_at`` says when the next is due, only
+    while the delivery waits for its second attempt (its detail has nowhere else to read the
+    local first attempt from then); once it ended they are in its result.
+    """
 
     status: DeliveryStatus
     attempt_count: int
@@ -341,12 +353,22 @@ class MemoResult(_Tolerant):
     response_body: str | None = None
     timestamp: datetime | None = None
     error: str | None = None
+    attempts: list[Attempt] | None = None
+    next_attempt_at: datetime | None = None
 
     @classmethod
     def from_attempts(
-        cls, status: DeliveryStatus, attempts: list[Attempt], error: str | None
+        cls,
+        status: DeliveryStatus,
+        attempts: list[Attempt],
+        error: str | None,
+        *,
+        listed: bool = False,
     ) -> MemoResult:
-        """The row for a delivery that made ``attempts``; the last one speaks for it."""
+        """The row for a delivery that made ``attempts``; the last one speaks for it.
+
+        ``listed`` keeps the attempts themselves too (a delivery waiting for its next attempt).
+        """
         last = attempts[-1] if attempts else None
         return cls(
             status=status,
@@ -355,6 +377,7 @@ class MemoResult(_Tolerant):
             response_body=last.response_body if last else None,
             timestamp=last.started_at if last else None,
             error=error,
+            attempts=attempts if listed else None,
         )
 
 

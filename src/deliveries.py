@@ -2,8 +2,10 @@
 
 A log page is one visibility query whose rows carry their memo (envelope and final record), so
 listing 100 deliveries costs one call. One delivery's detail adds every attempt: from the
-history's activity result or failure once it ended, from the pending activity (heartbeat details
-and next attempt time) while it is still retrying.
+workflow's result or failure once it ended; while it is under way from the pending activity
+(heartbeat details and next attempt time), from the memo while it waits for its second attempt,
+or from its open workflow task while its first (local) attempt runs
+(:mod:`infraudit.workflows.delivery`).
 """
 
 from __future__ import annotations
@@ -13,18 +15,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
-from temporalio.api.enums.v1 import EventType, PendingActivityState, WorkflowExecutionStatus
+from temporalio.api.enums.v1 import EventType, PendingActivityState, PendingWorkflowTaskState
 from temporalio.api.failure.v1 import Failure
-from temporalio.client import Client, WorkflowExecution, WorkflowExecutionDescription
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from infraudit import search_attributes
-from infraudit.activities.send import attempts_from_details, settle_attempts
+from infraudit.activities.send import IN_PROGRESS, attempts_from_details, settle_attempts
 from infraudit.contract import (
     DELIVER_WEBHOOK,
     MEMO_PAYLOAD,
     MEMO_RESULT,
     Attempt,
+    DeliveryOutcome,
     DeliveryStatus,
     MemoResult,
 )
@@ -76,9 +84,10 @@ async def _row(execution: WorkflowExecution, so_far: list[Attempt] | None = None
     memo = await execution.memo()
     attrs = execution.typed_search_attributes
     result = MemoResult.model_validate(memo[MEMO_RESULT]) if MEMO_RESULT in memo else None
-    if result is not None:
-        status: DeliveryStatus = result.status
-    elif execution.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
+    status: DeliveryStatus
+    if result is not None and result.status != "pending":
+        status = result.status
+    elif execution.status == WorkflowExecutionStatus.RUNNING:
         status = "pending"
         if so_far:
             result = MemoResult.from_attempts("pending", so_far, None)
@@ -117,13 +126,13 @@ async def list_deliveries(
     ]
 
     async def row(execution: WorkflowExecution) -> DeliveryRow:
-        if execution.status != WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
+        if execution.status != WorkflowExecutionStatus.RUNNING:
             return await _row(execution)
         try:
             described = await client.get_workflow_handle(execution.id).describe()
         except RPCError:
             return await _row(execution)
-        return await _row(execution, _pending_attempts(client, described)[0])
+        return await _row(execution, (await _pending_attempts(client, described))[0])
 
     rows = list(await asyncio.gather(*(row(e) for e in executions)))
     rows.sort(key=lambda r: r.created_at, reverse=True)
@@ -149,8 +158,8 @@ async def get_delivery(
     ):
         return None
     next_attempt_at = None
-    if description.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
-        attempts, next_attempt_at = _pending_attempts(client, description)
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        attempts, next_attempt_at = await _pending_attempts(client, description)
         row = await _row(description, attempts)
     else:
         attempts = await _finished_attempts(client, delivery_id)
@@ -166,25 +175,40 @@ def _decode_attempts(client: Client, payloads: Any) -> list[Attempt]:
     )
 
 
-def _pending_attempts(
+async def _pending_attempts(
     client: Client, description: WorkflowExecutionDescription
 ) -> tuple[list[Attempt], datetime | None]:
-    """Attempts so far of a delivery still retrying, from its pending activity.
+    """Attempts so far of a delivery under way, and when the next one is due.
 
-    The pending activity's ``attempt`` is the one running (state STARTED) or due next: every
-    number before it has started, so a missing or unfinished record among them is a lost one.
+    With a pending POST activity: its heartbeat details. Its ``attempt`` counts from the first
+    attempt after those listed in the memo (attempt 1, when it ran locally) and is the one
+    running (state STARTED) or due next: every number before it has started, so a missing or
+    unfinished record among them is a lost one. Without one, the memo lists the attempts while
+    the delivery waits for its second; before that, an open workflow task is the first attempt
+    running.
     """
-    for pending in description.raw_description.pending_activities:
+    memo = await description.memo()
+    waiting = MemoResult.model_validate(memo[MEMO_RESULT]) if MEMO_RESULT in memo else None
+    before = waiting.attempts or [] if waiting else []
+    raw = description.raw_description
+    for pending in raw.pending_activities:
         running = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        number = len(before) + pending.attempt
         attempts = settle_attempts(
-            _decode_attempts(client, pending.heartbeat_details.payloads),
-            through=pending.attempt - 1,
-            running=pending.attempt if running else None,
+            _decode_attempts(client, pending.heartbeat_details.payloads) or before,
+            through=number - 1,
+            running=number if running else None,
         )
         next_at = None
         if pending.HasField("next_attempt_schedule_time"):
             next_at = pending.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)
         return attempts, next_at
+    if waiting is not None:
+        return before, waiting.next_attempt_at
+    task = raw.pending_workflow_task
+    if task.state == PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_STARTED:
+        started = task.started_time.ToDatetime(tzinfo=UTC)
+        return [Attempt(attempt=1, started_at=started, note=IN_PROGRESS)], None
     return [], None
 
 
@@ -198,13 +222,24 @@ def _failure_attempts(client: Client, failure: Failure) -> list[Attempt]:
 
 
 async def _finished_attempts(client: Client, delivery_id: str) -> list[Attempt]:
-    """Every attempt of an ended delivery, from its POST activity's result or final failure.
+    """Every attempt of an ended delivery, from the workflow's result or failure.
 
-    A result or failure was written by the activity itself, with every attempt. A timeout
-    carries only the last heartbeat: the started event's attempt number (the last one that
-    started) then adds any attempt the heartbeats do not show, settled as lost.
+    ``DeliverWebhook`` ends with every attempt in its result (delivered) or in its failure's
+    details (failed). A delivery an operator terminated or timed out has neither: its last POST
+    activity's events tell what they can (a timeout carries only the last heartbeat, so the
+    started event's attempt number adds any attempt the heartbeats do not show, as lost).
     """
     history = await client.get_workflow_handle(delivery_id).fetch_history()
+    end = history.events[-1] if history.events else None
+    if end is not None and end.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+        payloads = end.workflow_execution_completed_event_attributes.result.payloads
+        outcome = client.data_converter.payload_converter.from_payloads(
+            list(payloads), [DeliveryOutcome]
+        )[0]
+        return settle_attempts(outcome.attempts)
+    if end is not None and end.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+        failure = end.workflow_execution_failed_event_attributes.failure
+        return settle_attempts(_failure_attempts(client, failure))
     timed_out: list[Attempt] | None = None
     for event in reversed(history.events):
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:

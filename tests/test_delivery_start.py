@@ -61,7 +61,8 @@ async def test_a_started_delivery_records_its_outcome_in_one_go(
     client: Client, settings: Settings, endpoints: Endpoints, receiver: Receiver, org_id: str
 ) -> None:
     """The starter wrote the memo and the pending status, so the workflow adds nothing at its
-    start; at its end one search-attribute and one memo upsert record the outcome."""
+    start; the first attempt is a local activity (one marker); at its end one search-attribute
+    and one memo upsert record the outcome: 8 history events in all (issue 8)."""
     webhook_id, _ = await endpoints.add(org_id, receiver.url, ["drift.detected"])
     handle = await start_test_delivery(
         client, settings, org_id=org_id, webhook_id=webhook_id, url=receiver.url
@@ -78,7 +79,9 @@ async def test_a_started_delivery_records_its_outcome_in_one_go(
         )
     ]
     assert len(recorded) == 2
-    assert kinds.index(recorded[0]) > kinds.index(EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
+    assert kinds.index(recorded[0]) > kinds.index(EventType.EVENT_TYPE_MARKER_RECORDED)
+    assert len(kinds) == 8, kinds
+    assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in kinds
     [request] = await receiver.wait_for(1)
     assert (await (await handle.describe()).memo())["payload"] == json.loads(request.body)
 

@@ -31,7 +31,7 @@ from infraudit import deliveries, ids, signing, temporal
 from infraudit.activities.send import LOST
 from infraudit.cli.commands import create_api_key
 from infraudit.config import Settings
-from infraudit.contract import DeliveryOutcome, DeliveryPolicy
+from infraudit.contract import MEMO_RESULT, DeliveryOutcome, DeliveryPolicy
 from infraudit.store import orgs, webhooks
 from infraudit.store.db import Database
 from infraudit.store.secret_box import Keyring
@@ -170,11 +170,16 @@ async def test_temporal_killed_and_restarted_while_deliveries_retry_delivers_eve
 
 
 async def retries_waiting(client: Client, delivery_ids: list[str]) -> int:
-    """How many of the deliveries have their POST activity scheduled for attempt 2 or later."""
+    """How many of the deliveries wait, durably, for their attempt 2: attempt 1 (local) failed
+    and the workflow's timer holds the next one (the memo then says so), or the POST activity
+    is already scheduled for it."""
 
     async def waiting(delivery_id: str) -> bool:
         described = await client.get_workflow_handle(delivery_id).describe()
-        return any(p.attempt >= 2 for p in described.raw_description.pending_activities)
+        if described.raw_description.pending_activities:
+            return True
+        result = (await described.memo()).get(MEMO_RESULT) or {}
+        return result.get("status") == "pending" and result.get("next_attempt_at") is not None
 
     return sum(await asyncio.gather(*(waiting(d) for d in delivery_ids)))
 

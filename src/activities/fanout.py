@@ -30,7 +30,11 @@ from infraudit.contract import (
 )
 from infraudit.store import webhooks
 from infraudit.store.db import Database
-from infraudit.workflows.delivery import delivery_envelope, delivery_search_attributes
+from infraudit.workflows.delivery import (
+    delivery_envelope,
+    delivery_search_attributes,
+    workflow_task_timeout,
+)
 
 _SUMMARY_LIMIT = 200
 _CONCURRENT_STARTS = 64
@@ -76,6 +80,8 @@ async def start_delivery(
             memo={MEMO_PAYLOAD: envelope},
             search_attributes=delivery_search_attributes(delivery),
             static_summary=delivery_summary(delivery.event, url),
+            # Long enough for the first attempt to run inside the first workflow task.
+            task_timeout=workflow_task_timeout(delivery.effective_policy),
         )
     except WorkflowAlreadyStartedError:
         return

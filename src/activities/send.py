@@ -35,7 +35,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from infraudit import __version__, egress, signing, urls
+from infraudit import __version__, egress, logs, signing, urls
 from infraudit.contract import Attempt, SendRequest
 from infraudit.store import webhooks
 from infraudit.store.db import Database
@@ -234,11 +234,17 @@ class SendActivities:
 
     @activity.defn(name="send_webhook")
     async def send_webhook(self, request: SendRequest) -> list[Attempt]:
-        """One attempt at one delivery; raises so Temporal retries when it did not land."""
+        """One attempt at one delivery; raises so Temporal retries when it did not land.
+
+        Its number is ``request.first_attempt`` plus Temporal's attempt count of this activity;
+        the records of the attempts before it come from the heartbeat details, or for its
+        first attempt from ``request.earlier``.
+        """
         info = activity.info()
-        earlier = settle_attempts(
-            attempts_from_details(info.heartbeat_details), through=info.attempt - 1
-        )
+        number = request.first_attempt + info.attempt - 1
+        logs.bind(webhook_id=request.webhook_id, event=request.event, attempt=number)
+        recorded = attempts_from_details(info.heartbeat_details) or request.earlier
+        earlier = settle_attempts(recorded, through=number - 1)
         if earlier and earlier[-1].error == LOST:
             activity.logger.info(
                 "attempt %d to webhook %s: %s", earlier[-1].attempt, request.webhook_id, LOST
@@ -252,11 +258,11 @@ class SendActivities:
             # are fixed. An operator has to act, so it is one warning line of ours; the error
             # itself is BENIGN so the SDK adds no traceback (the cause is known and stated).
             failed = Attempt(
-                attempt=info.attempt, started_at=datetime.now(UTC), duration_ms=0, error=str(err)
+                attempt=number, started_at=datetime.now(UTC), duration_ms=0, error=str(err)
             )
             await _record([*earlier, failed])
             activity.logger.warning(
-                "attempt %d to webhook %s not sent: %s", info.attempt, request.webhook_id, err
+                "attempt %d to webhook %s not sent: %s", number, request.webhook_id, err
             )
             raise ApplicationError(
                 str(err),
@@ -270,7 +276,7 @@ class SendActivities:
             # lost worker's. Not benign: an operator has to act; the traceback stays the cause.
             reason = f"not sent: the endpoint could not be loaded ({type(err).__name__})"
             failed = Attempt(
-                attempt=info.attempt, started_at=datetime.now(UTC), duration_ms=0, error=reason
+                attempt=number, started_at=datetime.now(UTC), duration_ms=0, error=reason
             )
             await _record([*earlier, failed])
             raise ApplicationError(
@@ -309,7 +315,7 @@ class SendActivities:
                 non_retryable=True,
                 category=ApplicationErrorCategory.BENIGN,
             ) from None
-        started = Attempt(attempt=info.attempt, started_at=datetime.now(UTC))
+        started = Attempt(attempt=number, started_at=datetime.now(UTC))
         await _record([*earlier, started])
         clock = time.perf_counter()
         try:
@@ -436,6 +442,12 @@ async def _record(attempts: list[Attempt]) -> None:
     killed right after it would lose the record; this RPC returns once Temporal stored it. When
     it cannot be stored the error propagates and nothing is sent; that attempt then reads as
     lost, erring on the side of listing a POST that may have happened.
+
+    A local activity (a delivery's first attempt) has no heartbeats: its record while it runs
+    is the open workflow task itself, which ``DeliverWebhook`` reads as a lost attempt if its
+    worker is lost (:mod:`infraudit.workflows.delivery`).
     """
+    if activity.info().is_local:
+        return
     handle = activity.client().get_async_activity_handle(task_token=activity.info().task_token)
     await handle.heartbeat(_records(attempts))
