@@ -162,8 +162,12 @@ async def get_delivery(
         attempts, next_attempt_at = await _pending_attempts(client, description)
         row = await _row(description, attempts)
     else:
-        attempts = await _finished_attempts(client, delivery_id)
         row = await _row(description)
+        memo = await description.memo()
+        waited = (
+            MemoResult.model_validate(memo[MEMO_RESULT]).attempts if MEMO_RESULT in memo else None
+        )
+        attempts = await _finished_attempts(client, delivery_id) or waited or []
     return DeliveryDetail(**row.model_dump(), attempts=attempts, next_attempt_at=next_attempt_at)
 
 
@@ -227,7 +231,9 @@ async def _finished_attempts(client: Client, delivery_id: str) -> list[Attempt]:
     ``DeliverWebhook`` ends with every attempt in its result (delivered) or in its failure's
     details (failed). A delivery an operator terminated or timed out has neither: its last POST
     activity's events tell what they can (a timeout carries only the last heartbeat, so the
-    started event's attempt number adds any attempt the heartbeats do not show, as lost).
+    started event's attempt number adds any attempt the heartbeats do not show, as lost). Empty
+    when they tell nothing: the caller then falls back on the memo of a delivery that was
+    waiting for its second attempt.
     """
     history = await client.get_workflow_handle(delivery_id).fetch_history()
     end = history.events[-1] if history.events else None
