@@ -513,6 +513,86 @@ def targets(run: Run) -> list[str]:
     return lines
 
 
+def api_limit(run: Run) -> list[str]:
+    """Why the API targets are out of reach on this box, from the D and E rows' CPU split."""
+    d, e = run.find("D", "drain"), run.find("E", "drain")
+    if d is None or e is None:
+        return []
+    cores = os.cpu_count() or 1
+    more = {
+        role: e.result.cpu_ms_per_delivery(role) - d.result.cpu_ms_per_delivery(role)
+        for role in ("server", "worker")
+    }
+    calm = _step(run, "E", run.options.ladder[0]) if run.options.ladder else None
+    calm_accept = calm.result.accept_percentile(0.99) if calm is not None else None
+    return [
+        f"Through the API a delivery cost {total_cpu(e):.1f} ms of CPU in all, against "
+        f"{total_cpu(d):.1f} ms when started directly. The difference is the event's own "
+        f"`PublishEvent` workflow ({_n(e.publish_history, 0)} history events; its fan-out page, "
+        "a local activity, reads the subscribers and starts the delivery) and the request: "
+        f"{more['server']:.1f} ms more in the Temporal server, {more['worker']:.1f} ms more in "
+        f"the worker, {e.result.cpu_ms_per_delivery('api'):.1f} ms in the API. At that cost "
+        f"{cores} cores carry at most about {1000 * cores / max(total_cpu(e), 1e-9):,.0f} "
+        "deliveries/s through the API, with every core busy and nothing left for latency; "
+        f"started directly, about {1000 * cores / max(total_cpu(d), 1e-9):,.0f}.",
+        "",
+        "- **40 deliveries/s with p99 under 1 s** needs a delivery through the API to cost "
+        f"well under {1000 * cores / 40:.0f} ms of CPU on this box: it costs "
+        f"{total_cpu(e):.1f} ms, so the ladder saturates below 40/s.",
+        "- **`POST /v1/events` p99 under 50 ms at 30/s**: past saturation the API's start of "
+        "the publish workflow queues behind the server's backlog. Below it the answer is fast: "
+        + (
+            f"{_n(calm_accept)} ms p99 at {calm.result.rate:g}/s."
+            if calm is not None and calm.result.rate is not None
+            else "no lower step in this run."
+        ),
+        "- **What would meet both on this box:** starting the deliveries of an event with few "
+        "subscribers from the API itself (the API already reads the subscribers to return the "
+        "delivery ids), as row D does, and keeping `PublishEvent` for large fan-outs. "
+        "DESIGN.md fixes the shape (the API starts one `PublishEvent` per event, which starts "
+        "the deliveries), so that trade is the product owner's to make. On a Temporal cluster "
+        "the same targets are a matter of server capacity (above).",
+    ]
+
+
+def levers() -> list[str]:
+    """What issue 8 tried, kept and dropped; the reasons hold whatever the run."""
+    return [
+        "Kept, in the engine every row above runs:",
+        "",
+        "- **A delivery's first attempt is a local activity** (`DeliverWebhook`): it runs "
+        "inside the workflow task that starts the delivery, so a delivery that lands at once "
+        "has 8 history events instead of 13 and no activity task round trip through the "
+        "server. Attempts 2 onwards are one regular activity carrying the rest of the retry "
+        "policy, so a failing endpoint costs what it did. What the log needs stays: a worker "
+        "lost during attempt 1 leaves the workflow task to time out, and the next worker records "
+        "the attempt as lost before going on (docs/workflows.md, docs/reliability.md). In the "
+        "report before this change (same harness, 2026-11-30 01:15 UTC) D drained 0.97x bare "
+        "Temporal at 1.20x its CPU; compare within one run, since machines differ from day to "
+        "day.",
+        "- **The fan-out page is a local activity** (`PublishEvent`): 6 history events per "
+        "event instead of 11; running a page again after a lost worker only repeats "
+        "idempotent starts.",
+        "- **One home for starting a delivery** (`infraudit.activities.fanout.start_delivery`): "
+        "the starter sets the memo and the search attributes, so the workflow records only its "
+        "outcome, in one workflow task.",
+        "- **Workflow code reads only its input**: the retry policy's defaults live in the "
+        "contract, not in the worker's settings.",
+        "- **The dev server's search-attribute cache** "
+        "(`system.forceSearchAttributesCacheRefreshOnRead=false`, as `infraudit up` runs it).",
+        "- **`POST /v1/events` answers once the publish workflow is started** (its delivery ids "
+        "computed from the store), without waiting for the fan-out.",
+        "",
+        "Dropped:",
+        "",
+        "- **Every attempt as a local activity**: backoffs over a minute become a timer and a "
+        "marker per failed attempt, so a failing endpoint costs more, and an attempt under way "
+        "would have no record of its own while it runs.",
+        "- **Eager workflow start**: it applies only when the starting client belongs to a worker "
+        "in the same process (the API is not one), and it saved no CPU where measured.",
+    ]
+
+
 # --- the page -------------------------------------------------------------------------------
 
 
@@ -665,6 +745,14 @@ def render(run: Run, *, chart: Path, page: Path) -> str:
             "## Scaling out on a Temporal cluster",
             "",
             *scaling_out(run),
+            "",
+            "## What stops the API targets",
+            "",
+            *api_limit(run),
+            "",
+            "## What was tried (issue 8)",
+            "",
+            *levers(),
             "",
             f"## Drain of {o.drain:,}",
             "",
