@@ -41,6 +41,24 @@ WAITING = DeliveryPolicy(
 )
 
 
+async def start_to_receiver(
+    client: Client,
+    settings: Settings,
+    endpoints: Endpoints,
+    receiver: Receiver,
+    org_id: str,
+    policy: DeliveryPolicy,
+) -> tuple[str, str]:
+    """Register an endpoint at ``receiver`` and start one delivery to it with ``policy``, as our
+    starters do (attempt 1 local); returns (webhook id, delivery id)."""
+    webhook_id, _ = await endpoints.add(org_id, receiver.url)
+    delivery_id = await start_with_policy(
+        client, settings.task_queue, org_id=org_id, webhook_id=webhook_id, url=receiver.url,
+        policy=policy,
+    )  # fmt: skip
+    return webhook_id, delivery_id
+
+
 async def history_kinds(handle: WorkflowHandle) -> list[EventType.ValueType]:
     """The event types of a workflow's history, in order."""
     return [e.event_type async for e in handle.fetch_history_events()]
@@ -96,11 +114,9 @@ async def test_a_delivery_waiting_for_attempt_2_shows_attempt_1_and_when_the_nex
     """Attempt 1 ran locally, so no pending activity holds it: the memo does, with the time of
     attempt 2, and the detail and the listed row both read it."""
     receiver.script(Answer(500, b"boom"))
-    webhook_id, _ = await endpoints.add(org_id, receiver.url)
-    delivery_id = await start_with_policy(
-        client, settings.task_queue, org_id=org_id, webhook_id=webhook_id, url=receiver.url,
-        policy=WAITING,
-    )  # fmt: skip
+    webhook_id, delivery_id = await start_to_receiver(
+        client, settings, endpoints, receiver, org_id, WAITING
+    )
     try:
         detail = await waiting_detail(
             client, org_id=org_id, webhook_id=webhook_id, delivery_id=delivery_id
@@ -137,11 +153,9 @@ async def terminated_while_waiting(
     """A delivery an operator terminated while it waited for attempt 2 (attempt 1 got a 500):
     its log row and its detail once visibility shows it ended."""
     receiver.script(Answer(500, b"boom"))
-    webhook_id, _ = await endpoints.add(org_id, receiver.url)
-    delivery_id = await start_with_policy(
-        client, settings.task_queue, org_id=org_id, webhook_id=webhook_id, url=receiver.url,
-        policy=WAITING,
-    )  # fmt: skip
+    webhook_id, delivery_id = await start_to_receiver(
+        client, settings, endpoints, receiver, org_id, WAITING
+    )
     await waiting_detail(client, org_id=org_id, webhook_id=webhook_id, delivery_id=delivery_id)
     await client.get_workflow_handle(delivery_id).terminate("operator gave up")
     row = await listed_row(client, org_id=org_id, webhook_id=webhook_id, status="failed")
@@ -232,11 +246,9 @@ async def test_attempts_come_after_the_policys_waits_and_stop_at_max_attempts(
         timeout_seconds=1, window_seconds=60, initial_interval_seconds=0.5, backoff_coefficient=10
     )
     receiver.script(Answer(500, b"no"))
-    webhook_id, _ = await endpoints.add(org_id, receiver.url)
-    delivery_id = await start_with_policy(
-        client, settings.task_queue, org_id=org_id, webhook_id=webhook_id, url=receiver.url,
-        policy=policy,
-    )  # fmt: skip
+    webhook_id, delivery_id = await start_to_receiver(
+        client, settings, endpoints, receiver, org_id, policy
+    )
     handle = client.get_workflow_handle(delivery_id)
     assert await failure_of(handle) == "3 attempts failed; last: HTTP 500"
 
@@ -278,11 +290,9 @@ async def test_max_attempts_1_makes_one_post_and_fails_without_waiting(
         max_attempts=1,
     )
     receiver.script(Answer(500, b"no"))
-    webhook_id, _ = await endpoints.add(org_id, receiver.url)
-    delivery_id = await start_with_policy(
-        client, settings.task_queue, org_id=org_id, webhook_id=webhook_id, url=receiver.url,
-        policy=policy,
-    )  # fmt: skip
+    webhook_id, delivery_id = await start_to_receiver(
+        client, settings, endpoints, receiver, org_id, policy
+    )
     handle = client.get_workflow_handle(delivery_id)
     assert await failure_of(handle) == "1 attempt failed; last: HTTP 500"
     await asyncio.sleep(policy.initial_interval_seconds * 3)
@@ -380,11 +390,9 @@ async def test_a_window_that_closes_before_attempt_2_ends_the_delivery_failed(
     )
     own = settings.model_copy(update={"task_queue": f"late-worker-{uuid.uuid4().hex[:8]}"})
     receiver.script(Answer(500, b"down"))
-    webhook_id, _ = await endpoints.add(org_id, receiver.url)
-    delivery_id = await start_with_policy(
-        client, own.task_queue, org_id=org_id, webhook_id=webhook_id, url=receiver.url,
-        policy=policy,
-    )  # fmt: skip
+    webhook_id, delivery_id = await start_to_receiver(
+        client, own, endpoints, receiver, org_id, policy
+    )
     await asyncio.sleep(policy.window_seconds + 0.5)
     handle = client.get_workflow_handle(delivery_id)
     async with build_worker(client, own) as worker, worker:
