@@ -21,6 +21,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
 
+from tests.receiver import serving
+
 #: An attribute's value as the test compares it: scalars as they are, arrays as tuples.
 Value = str | bool | int | float | tuple[object, ...]
 
@@ -131,10 +133,5 @@ def running_collector() -> Iterator[Collector]:
     exporter appends ``/v1/traces``, as to any OTLP/HTTP endpoint)."""
     server = _Server(("127.0.0.1", 0), _Handler)
     server.collector = Collector(url=f"http://127.0.0.1:{server.server_address[1]}")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield server.collector
-    finally:
-        server.shutdown()
-        server.server_close()

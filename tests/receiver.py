@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import socketserver
 import threading
 import time
 from collections.abc import Iterator
@@ -99,10 +100,17 @@ def running_receiver(path: str = "/hook", host: str = "127.0.0.1") -> Iterator[R
     port = server.server_address[1]
     authority = f"[{host}]" if ":" in host else host
     server.receiver = Receiver(url=f"http://{authority}:{port}{path}")
+    with serving(server):
+        yield server.receiver
+
+
+@contextmanager
+def serving(server: socketserver.BaseServer) -> Iterator[None]:
+    """Serve ``server`` from a daemon thread for the block, then shut it down and close it."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield server.receiver
+        yield
     finally:
         server.shutdown()
         server.server_close()
