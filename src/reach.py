@@ -18,22 +18,18 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import DBAPIError
 from temporalio.client import Client
 
 from infraudit import temporal
 from infraudit.config import Settings
-from infraudit.store.db import Database
+from infraudit.store.db import OUTAGE_ERRORS, Database
 
 log = logging.getLogger(__name__)
 
 #: Seconds before the second try; each later wait doubles, up to :data:`LONGEST_WAIT`.
 FIRST_WAIT = 1.0
 LONGEST_WAIT = 30.0
-
-#: What the database driver raises when the server cannot be reached or does not answer.
-DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeoutError, OSError)
 
 T = TypeVar("T")
 
@@ -106,6 +102,6 @@ async def database(db: Database) -> None:
     await until_answers(
         f"the database at {db.url.render_as_string(hide_password=True)}",
         select_one,
-        lambda err: isinstance(err, DATABASE_DOWN),
+        lambda err: isinstance(err, OUTAGE_ERRORS),
         hidden=db.url.password,
     )

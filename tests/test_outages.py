@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,69 +26,16 @@ import pytest
 from temporalio.client import Client
 
 from infraudit import temporal
-from infraudit.cli.stack import temporal_command
 from infraudit.config import Settings
 from infraudit.worker import build_worker
 from tests.api_fixtures import Caller, caller, running_api
 from tests.cli_support import free_port
 from tests.helpers import eventually
 from tests.receiver import Received, Receiver
+from tests.temporal_server import TemporalServer
 
 #: "Fast": the API's deadline is 2 s; this leaves room for a loaded 2-core machine.
 FAST = 5.0
-
-
-class TemporalServer:
-    """``temporal server start-dev`` as ``infraudit up`` runs it, in a folder of its own."""
-
-    def __init__(self, settings: Settings, state_dir: Path) -> None:
-        self.settings = settings
-        self.state_dir = state_dir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def spawn(self) -> subprocess.Popen[bytes]:
-        """The server process (its database, in ``state_dir``, is kept across restarts)."""
-        return subprocess.Popen(
-            temporal_command(self.settings, self.state_dir),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    async def start(self) -> None:
-        """Start it and wait until it answers."""
-        self.process = self.spawn()
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                await temporal.connect(self.settings, bounded=True)
-                return
-            except temporal.CONNECT_ERRORS:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise
-                await asyncio.sleep(0.2)
-
-    def stop(self) -> None:
-        """Stop it for good (SIGTERM, then SIGKILL), resuming it first if it was paused."""
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGCONT)
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-    def pause(self) -> None:
-        """Hang it: its sockets stay open, nothing answers."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from infraudit.config import Settings
 from tests.api_process import api_env, api_process
 from tests.cli_support import free_port
 from tests.receiver import running_receiver
-from tests.test_outages import TemporalServer
+from tests.temporal_server import TemporalServer
 from tests.worker_process import WorkerProcess, worker_env, worker_process
 
 #: What a try's line says after the reason: ``; next try in <seconds> s``.

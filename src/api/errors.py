@@ -16,12 +16,11 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from infraudit.api.strict_json import BodyProblem
+from infraudit.store.db import OUTAGE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -268,18 +267,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _answer(request, exc.status_code, str(exc.detail), headers=headers or None)
 
 
-#: Database errors that mean the store did not answer (server down or unreachable, connection
-#: lost, pool exhausted, SQLite file unreadable or locked), not that a query is wrong.
-_STORE_OUTAGES = (OperationalError, InterfaceError, SQLAlchemyTimeoutError)
-
-
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
     """503 for a database outage. Its transaction rolled back, so the request changed nothing.
 
     The log line carries the driver's own message (host and port included) but not SQLAlchemy's
     text, which repeats the statement's parameters.
     """
-    assert isinstance(exc, _STORE_OUTAGES)
+    assert isinstance(exc, OUTAGE_ERRORS)
     cause = getattr(exc, "orig", None) or exc
     log.warning("database unavailable: %s: %s", type(cause).__name__, cause)
     outage = unavailable(
@@ -299,6 +293,6 @@ def install(app: FastAPI, page: ErrorPage | None = None) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for outage in _STORE_OUTAGES:
+    for outage in OUTAGE_ERRORS:
         app.add_exception_handler(outage, _store_unavailable)
     app.add_exception_handler(Exception, _unexpected)

@@ -21,6 +21,12 @@ from infraudit.worker import run_worker
 log = logging.getLogger(__name__)
 
 
+#: Seconds a stopping API lets requests under way finish after it stopped accepting new ones
+#: (uvicorn's default waits forever). A request waits on Temporal at most the RPC deadline
+#: (``INFRAUDIT_TEMPORAL_RPC_TIMEOUT``, 2 s) per call; 8 s stays inside the 10 s an orchestrator
+#: gives by default before SIGKILL (Docker's ``stop_grace_period``).
+API_SHUTDOWN_GRACE_SECONDS = 8
+
 def worker_main() -> None:
     """Run one worker until SIGINT/SIGTERM; exit 2 in one line when misconfigured."""
     settings = load_settings()
@@ -50,6 +56,7 @@ def api_main() -> None:
         host=settings.api_host,
         port=settings.api_port,
         log_config=logs.config(settings),
+        timeout_graceful_shutdown=API_SHUTDOWN_GRACE_SECONDS,
     )
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -28,6 +30,12 @@ _SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
 #: unreachable server holds a request for the operating system's TCP timeout, minutes; with
 #: it the request fails fast and the API answers 503.
 POSTGRES_CONNECT_TIMEOUT = 3
+#: Errors that mean the database did not answer (server down, unreachable or unknown host,
+#: connection refused or lost, pool exhausted, SQLite file unreadable or locked), not that a
+#: query is wrong: the API answers them 503 and a process starting up waits and tries again.
+#: SQLAlchemy wraps what the drivers raise, socket errors included (a refused port, an unknown
+#: host, a directory as the SQLite file all come as OperationalError), so no OSError is listed.
+OUTAGE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError)
 
 
 def _with_driver(url: str, drivers: dict[str, str]) -> URL:
