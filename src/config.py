@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         ),
     )
     api_host: str = Field("127.0.0.1", description="Address `infraudit api` listens on.")
-    api_port: int = Field(8000, description="Port `infraudit api` listens on.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port `infraudit api` listens on.")
     api_url: str = Field(
         "http://127.0.0.1:8000", description="Where the `infraudit` command line finds the API."
     )
@@ -143,7 +143,10 @@ class Settings(BaseSettings):
         ),
     )
     temporal_ui_port: int = Field(
-        8233, description="Port of the dev server's Web UI that `infraudit up` starts."
+        8233,
+        ge=1,
+        le=65535,
+        description="Port of the dev server's Web UI that `infraudit up` starts.",
     )
     temporal_ui_url: str = Field(
         "",

@@ -26,7 +26,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from infraudit import search_attributes
-from infraudit.activities.send import IN_PROGRESS, attempts_from_details, settle_attempts
+from infraudit.activities.send import IN_PROGRESS, LOST, attempts_from_details, settle_attempts
 from infraudit.contract import (
     DELIVER_WEBHOOK,
     MEMO_PAYLOAD,
@@ -189,7 +189,7 @@ async def _pending_attempts(
     running (state STARTED) or due next: every number before it has started, so a missing or
     unfinished record among them is a lost one. Without one, the memo lists the attempts while
     the delivery waits for its second; before that, an open workflow task is the first attempt
-    running.
+    running, and a workflow task on its second try or later one whose worker was lost.
     """
     memo = await description.memo()
     waiting = MemoResult.model_validate(memo[MEMO_RESULT]) if MEMO_RESULT in memo else None
@@ -210,6 +210,10 @@ async def _pending_attempts(
     if waiting is not None:
         return before, waiting.next_attempt_at
     task = raw.pending_workflow_task
+    if task.attempt > 1:
+        # The first workflow task, which ran attempt 1, timed out or failed: its worker was lost
+        # (the next worker records it so when it takes the delivery over).
+        return [Attempt(attempt=1, error=LOST)], None
     if task.state == PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_STARTED:
         started = task.started_time.ToDatetime(tzinfo=UTC)
         return [Attempt(attempt=1, started_at=started, note=IN_PROGRESS)], None

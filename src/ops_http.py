@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -45,6 +46,21 @@ Route = Callable[[], Awaitable[Response]]
 
 class ListenError(RuntimeError):
     """The listener could not bind its address (in use, not permitted, unknown host)."""
+
+
+def check_free(host: str, port: int, *, what: str) -> None:
+    """Raise :class:`ListenError` now if ``host:port`` cannot be bound, for a listener that a
+    framework opens later where its failure would read as a traceback (uvicorn's lifespan)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as err:
+        raise ListenError(
+            f"cannot listen on {host}:{port} for {what}: {err.strerror or err}"
+        ) from None
 
 
 @asynccontextmanager

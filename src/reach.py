@@ -23,7 +23,7 @@ from temporalio.client import Client
 
 from infraudit import temporal
 from infraudit.config import Settings
-from infraudit.store.db import OUTAGE_ERRORS, Database
+from infraudit.store.db import OUTAGE_ERRORS, Database, shown_url
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,14 @@ async def database(db: Database) -> None:
             await connection.execute(text("SELECT 1"))
 
     await until_answers(
-        f"the database at {db.url.render_as_string(hide_password=True)}",
+        f"the database at {shown_url(db.url)}",
         select_one,
         lambda err: isinstance(err, OUTAGE_ERRORS),
-        hidden=db.url.password,
+        hidden=db.url.password or _query_password(db),
     )
+
+
+def _query_password(db: Database) -> str | None:
+    """A password given in the URL's query string (``?password=...``), which drivers accept."""
+    value = db.url.query.get("password")
+    return value if isinstance(value, str) else None

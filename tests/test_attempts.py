@@ -49,7 +49,7 @@ from infraudit.store import orgs
 from infraudit.store.db import Database
 from infraudit.worker import build_worker
 from tests.conftest import Endpoints
-from tests.helpers import start_test_delivery
+from tests.helpers import eventually, start_test_delivery
 from tests.receiver import Answer, Receiver, running_receiver
 from tests.worker_process import worker_env, worker_process
 
@@ -485,6 +485,18 @@ async def test_a_worker_killed_during_a_post_leaves_that_attempt_in_the_log(
         assert [(a.attempt, a.note, a.duration_ms) for a in during.attempts] == [
             (1, IN_PROGRESS, None)
         ], "recorded before it was sent"
+        # No worker runs now: once the workflow task has timed out, the POST the receiver got
+        # reads as lost, not as gone.
+        orphaned = await eventually(
+            lambda: deliveries.get_delivery(
+                client, org_id=org_id, webhook_id=hook, delivery_id=delivery
+            ),
+            lambda d: d is not None and d.attempts != during.attempts,
+            within=30,
+        )
+        assert orphaned is not None and orphaned.status == "pending"
+        assert [(a.attempt, a.error) for a in orphaned.attempts] == [(1, LOST)]
+        assert orphaned.attempt_count == 1
 
         with worker_process(env, tmp_path / "second.log") as second:
             await second.ready()

@@ -13,6 +13,9 @@ import asyncio
 import json
 import re
 import signal
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,13 +23,15 @@ from pathlib import Path
 import httpx
 from temporalio.client import Client
 
+from infraudit.cli.binaries import binary
 from infraudit.cli.commands import create_api_key
 from infraudit.config import Settings
+from infraudit.store.secret_box import new_key
 from tests.api_process import api_env, api_process
-from tests.cli_support import free_port
+from tests.cli_support import clean_env, free_port
 from tests.receiver import running_receiver
 from tests.temporal_server import TemporalServer
-from tests.worker_process import WorkerProcess, worker_env, worker_process
+from tests.worker_process import ROOT, WorkerProcess, worker_env, worker_process
 
 #: What a try's line says after the reason: ``; next try in <seconds> s``.
 NEXT_TRY = re.compile(r"; next try in (\d+(?:\.\d+)?) s\b")
@@ -103,8 +108,9 @@ async def test_an_unreachable_database_is_a_line_per_try_without_its_password_un
     """PostgreSQL where nothing listens: JSON lines that name it without the password; SIGTERM
     during the wait ends each process within a second or two, the worker with exit 0."""
     password = f"pw-{uuid.uuid4().hex}"
+    in_query = f"qpw-{uuid.uuid4().hex}"  # drivers also take it from the query string
     address = f"127.0.0.1:{free_port()}"
-    url = f"postgresql://infraudit:{password}@{address}/infraudit"
+    url = f"postgresql://infraudit:{password}@{address}/infraudit?password={in_query}"
     env = worker_env(client, database_url=url, task_queue=uuid.uuid4().hex)
     env["INFRAUDIT_LOG_FORMAT"] = "json"
     with (
@@ -125,10 +131,47 @@ async def test_an_unreachable_database_is_a_line_per_try_without_its_password_un
         log = process.log()
         for line in log.splitlines():
             json.loads(line)
-        assert password not in log, name
+        assert password not in log and in_query not in log, name
         assert "Traceback" not in log, name
-        assert f"@{address}/infraudit" in lines[name][0], lines[name][0]
+        assert f"@{address}/infraudit " in lines[name][0], lines[name][0]
         assert waits(lines[name])[:2] == [1, 2], lines[name]
         assert stopped[name][1] < 5, (name, stopped[name])
     # uvicorn ends by raising the SIGTERM it handled again, once it has shut down cleanly.
     assert stopped["worker"][0] == 0 and stopped["API"][0] in (0, -signal.SIGTERM)
+
+
+def test_misconfigured_processes_say_so_in_one_line_without_a_traceback(tmp_path: Path) -> None:
+    """``python worker.py`` and ``infraudit api`` refuse bad settings with one ``error:`` line
+    and exit 2 (the same as ``infraudit worker``), and a listener whose port is taken with one
+    line and exit 1, never with a traceback from the event loop or uvicorn's lifespan."""
+    keys = {
+        "INFRAUDIT_SECRET_KEYS": new_key(),
+        "INFRAUDIT_DATABASE_URL": f"sqlite:///{tmp_path}/s.db",
+    }
+    worker = [sys.executable, str(ROOT / "worker.py")]
+    api = [binary("infraudit"), "api"]
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        cases = [
+            (worker, {"INFRAUDIT_LOG_FORMAT": "xml"}, 2, "log_format"),
+            (worker, {"INFRAUDIT_SECRET_KEYS": ""}, 2, "INFRAUDIT_SECRET_KEYS"),
+            (api, {"INFRAUDIT_API_PORT": "99999"}, 2, "api_port"),
+            (api, {"INFRAUDIT_TEMPORAL_UI_PORT": "-5"}, 2, "temporal_ui_port"),
+            (api, {"INFRAUDIT_API_METRICS_PORT": port}, 1, f"cannot listen on 127.0.0.1:{port}"),
+            (worker, {"INFRAUDIT_WORKER_HTTP_PORT": port}, 1, f"cannot listen on 127.0.0.1:{port}"),
+        ]
+        for command, settings, code, named in cases:
+            done = subprocess.run(
+                command,
+                env=clean_env(**{**keys, **settings}),
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            said = done.stdout + done.stderr
+            assert done.returncode == code, (settings, said)
+            assert "Traceback" not in said, (settings, said)
+            [line] = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+            assert named in line, (settings, line)

@@ -24,6 +24,9 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 #: ``route`` of a request no route matched (a 404): the path itself never becomes a label.
 UNMATCHED = "unmatched"
 
+#: The listener's name in errors.
+WHAT = "the API's /metrics (INFRAUDIT_API_METRICS_PORT)"
+
 
 def for_process(settings: Settings) -> ApiMetrics | None:
     """The API process's metrics when ``INFRAUDIT_API_METRICS_PORT`` is set, with the process's
@@ -80,7 +83,7 @@ async def serving(settings: Settings, metrics: ApiMetrics | None) -> AsyncIterat
             settings.api_metrics_host,
             settings.api_metrics_port,
             {"/metrics": metrics.scrape},
-            what="the API's /metrics (INFRAUDIT_API_METRICS_PORT)",
+            what=WHAT,
         ),
         metrics.draining(),
     ):

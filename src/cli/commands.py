@@ -528,11 +528,11 @@ def db_upgrade() -> None:
 
     Plain signing secrets left by older releases are sealed with INFRAUDIT_SECRET_KEYS.
     """
-    from sqlalchemy.engine import make_url
+    from infraudit.store.db import shown_url
 
     settings = load_settings()
     upgrade_database(settings)
-    shown = make_url(settings.database_url).render_as_string(hide_password=True)
+    shown = shown_url(settings.database_url)
     typer.echo(f"{shown} is at the newest schema.")
 
 

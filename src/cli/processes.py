@@ -15,7 +15,7 @@ from infraudit import logs
 from infraudit.cli import stack
 from infraudit.cli.startup import fail, load_settings, require_keyring
 from infraudit.config import Settings
-from infraudit.ops_http import ListenError
+from infraudit.ops_http import ListenError, check_free
 from infraudit.worker import run_worker
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 #: (``INFRAUDIT_TEMPORAL_RPC_TIMEOUT``, 2 s) per call; 8 s stays inside the 10 s an orchestrator
 #: gives by default before SIGKILL (Docker's ``stop_grace_period``).
 API_SHUTDOWN_GRACE_SECONDS = 8
+
 
 def worker_main() -> None:
     """Run one worker until SIGINT/SIGTERM; exit 2 in one line when misconfigured."""
@@ -49,6 +50,11 @@ def api_main() -> None:
     from infraudit.api import metrics
     from infraudit.api.app import create_app
 
+    if settings.api_metrics_port is not None:
+        try:
+            check_free(settings.api_metrics_host, settings.api_metrics_port, what=metrics.WHAT)
+        except ListenError as err:  # taken: one line here, not a traceback from the lifespan
+            fail(str(err))
     logs.setup(settings)
     # uvicorn applies the same setup again rather than its own (colours, a handler per logger).
     uvicorn.run(

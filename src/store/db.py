@@ -38,6 +38,12 @@ POSTGRES_CONNECT_TIMEOUT = 3
 OUTAGE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError)
 
 
+def shown_url(url: URL | str) -> str:
+    """``url`` as logs and messages may show it: the password hidden and the query string left
+    out, since drivers also take credentials there (``?password=...``, ``?sslkey=...``)."""
+    return make_url(url).set(query={}).render_as_string(hide_password=True)
+
+
 def _with_driver(url: str, drivers: dict[str, str]) -> URL:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
