@@ -159,8 +159,7 @@ async def deliver_once(
     Returns the delivery id; the delivery uses the retry policy of ``settings``.
     """
     event_id = ids.new_event_id()
-    delivery_id = ids.delivery_id(event_id, webhook_id)
-    await start_delivery(
+    return await start_delivery(
         client,
         task_queue=settings.task_queue,
         delivery=DeliverWebhookInput(
@@ -172,10 +171,8 @@ async def deliver_once(
             timestamp=datetime.now(UTC),
             policy=settings.delivery_policy(),
         ),
-        delivery_id=delivery_id,
         url=url,
     )
-    return delivery_id
 
 
 async def send_test_ping(

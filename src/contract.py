@@ -363,11 +363,12 @@ class MemoResult(_Tolerant):
         attempts: list[Attempt],
         error: str | None,
         *,
-        listed: bool = False,
+        next_attempt_at: datetime | None = None,
     ) -> MemoResult:
         """The row for a delivery that made ``attempts``; the last one speaks for it.
 
-        ``listed`` keeps the attempts themselves too (a delivery waiting for its next attempt).
+        With ``next_attempt_at`` (a delivery waiting for its next attempt) the attempts
+        themselves are kept too.
         """
         last = attempts[-1] if attempts else None
         return cls(
@@ -377,7 +378,8 @@ class MemoResult(_Tolerant):
             response_body=last.response_body if last else None,
             timestamp=last.started_at if last else None,
             error=error,
-            attempts=attempts if listed else None,
+            attempts=attempts if next_attempt_at else None,
+            next_attempt_at=next_attempt_at,
         )
 
 

@@ -249,7 +249,10 @@ async def _finished_attempts(client: Client, delivery_id: str) -> list[Attempt]:
         return settle_attempts(outcome.attempts)
     if end is not None and end.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
         failure = end.workflow_execution_failed_event_attributes.failure
-        return settle_attempts(_failure_attempts(client, failure))
+        # Empty for a delivery that failed validation (no attempt made), or one an earlier
+        # release failed without listing its attempts: those are found in the events below.
+        if recorded := _failure_attempts(client, failure):
+            return settle_attempts(recorded)
     timed_out: list[Attempt] | None = None
     for event in reversed(history.events):
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:

@@ -261,5 +261,5 @@ async def registration_problem(
     except (OSError, TimeoutError):
         return None
     except RefusedTarget:
-        return "host resolves only to addresses that are not public (accepted only in dev mode)"
+        return f"{NAME_NOT_PUBLIC}; accepted only in dev mode"
     return None

@@ -58,9 +58,11 @@ def check_free(host: str, port: int, *, what: str) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(address)
     except OSError as err:
-        raise ListenError(
-            f"cannot listen on {host}:{port} for {what}: {err.strerror or err}"
-        ) from None
+        raise _listen_error(host, port, what, err) from None
+
+
+def _listen_error(host: str, port: int, what: str, err: OSError) -> ListenError:
+    return ListenError(f"cannot listen on {host}:{port} for {what}: {err.strerror or err}")
 
 
 @asynccontextmanager
@@ -84,9 +86,7 @@ async def serving(
     try:
         server = await asyncio.start_server(handle, host, port, limit=MAX_HEAD_BYTES)
     except OSError as err:
-        raise ListenError(
-            f"cannot listen on {host}:{port} for {what}: {err.strerror or err}"
-        ) from None
+        raise _listen_error(host, port, what, err) from None
     try:
         yield server
     finally:

@@ -44,9 +44,16 @@ _SANDBOX = SandboxedWorkflowRunner(
 
 @asynccontextmanager
 async def build_worker(
-    client: Client, settings: Settings, *, metrics: WorkerMetrics | None = None
+    client: Client,
+    settings: Settings,
+    *,
+    metrics: WorkerMetrics | None = None,
+    db: Database | None = None,
 ) -> AsyncIterator[Worker]:
     """A worker for ``settings.task_queue`` with the resources its activities share.
+
+    ``db`` is the process's store when the caller already has one (it closes it); else the
+    worker opens its own for the block.
 
     With ``metrics``, an interceptor counts its POST attempts into them
     (:mod:`infraudit.attempt_metrics`).
@@ -59,7 +66,8 @@ async def build_worker(
     Invalid workflow input (say, JSON from another service naming an unknown event type) fails
     that workflow with the validation message instead of retrying its task forever.
     """
-    db = Database(settings.database_url, Keyring.from_settings(settings))
+    own_db = db is None
+    db = db or Database(settings.database_url, Keyring.from_settings(settings))
     http = new_http_client(egress.Guard(allow_private=settings.private_targets_allowed))
     sender = SendActivities(db, http, response_body_limit=settings.response_body_limit)
     fan_out = FanOutActivities(db, client, settings)
@@ -86,7 +94,8 @@ async def build_worker(
         )
     finally:
         await http.aclose()
-        await db.dispose()
+        if own_db:
+            await db.dispose()
 
 
 async def run_worker(settings: Settings | None = None) -> None:
@@ -100,20 +109,22 @@ async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     # The worker's /healthz, /readyz and /metrics (when configured) come first: they answer
     # while it waits for its dependencies, and its metrics must be in place before it connects.
-    with tracing.exporting(settings, tracing.WORKER_SERVICE):
-        async with worker_http.serving(settings) as state:
-            probe = Database(settings.database_url)
-            try:
-                await reach.database(probe)
-            finally:
-                await probe.dispose()
-            state.client = client = await reach.temporal_prepared(settings)
-            async with build_worker(client, settings, metrics=state.metrics) as worker:
-                state.worker = worker
-                log.info(
-                    "worker polling %s on %s/%s",
-                    settings.task_queue,
-                    settings.temporal_address,
-                    settings.temporal_namespace,
-                )
-                await worker.run()
+    # One store (one connection pool) for the process: the start-up wait, /readyz and the
+    # activities all use it.
+    db = Database(settings.database_url, Keyring.from_settings(settings))
+    try:
+        with tracing.exporting(settings, tracing.WORKER_SERVICE):
+            async with worker_http.serving(settings, db) as state:
+                await reach.database(db)
+                state.client = client = await reach.temporal_prepared(settings)
+                async with build_worker(client, settings, metrics=state.metrics, db=db) as worker:
+                    state.worker = worker
+                    log.info(
+                        "worker polling %s on %s/%s",
+                        settings.task_queue,
+                        settings.temporal_address,
+                        settings.temporal_namespace,
+                    )
+                    await worker.run()
+    finally:
+        await db.dispose()

@@ -40,13 +40,14 @@ class WorkerState:
 
 
 @asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[WorkerState]:
+async def serving(settings: Settings, db: Database) -> AsyncIterator[WorkerState]:
     """The worker's endpoints for the block, when ``settings.worker_http_port`` is set.
 
     Then it also makes the worker's metrics and points the process's Temporal SDK runtime at
     them (:meth:`~infraudit.metrics.ProcessMetrics.install_sdk_runtime`), so it must be entered
     before the worker's client connects. Raises :class:`infraudit.ops_http.ListenError` when
-    the port cannot be bound. Unset, it yields an empty state and serves nothing.
+    the port cannot be bound. Unset, it yields an empty state and serves nothing. ``/readyz``
+    queries ``db``, the worker's own store (its pool is the caller's to close).
     """
     if settings.worker_http_port is None:
         yield WorkerState()
@@ -54,8 +55,6 @@ async def serving(settings: Settings) -> AsyncIterator[WorkerState]:
     metrics = WorkerMetrics()
     metrics.install_sdk_runtime()
     state = WorkerState(metrics=metrics)
-    # The store that /readyz queries: the worker's own pool lives inside build_worker.
-    db = Database(settings.database_url)
 
     async def healthz() -> ops_http.Response:
         return _json(200, {"status": "ok"})
@@ -77,19 +76,16 @@ async def serving(settings: Settings) -> AsyncIterator[WorkerState]:
         "/readyz": readyz,
         "/metrics": metrics.scrape,
     }
-    try:
-        async with (
-            ops_http.serving(
-                settings.worker_http_host,
-                settings.worker_http_port,
-                routes,
-                what="the worker's /healthz, /readyz and /metrics (INFRAUDIT_WORKER_HTTP_PORT)",
-            ),
-            metrics.draining(),
-        ):
-            yield state
-    finally:
-        await db.dispose()
+    async with (
+        ops_http.serving(
+            settings.worker_http_host,
+            settings.worker_http_port,
+            routes,
+            what="the worker's /healthz, /readyz and /metrics (INFRAUDIT_WORKER_HTTP_PORT)",
+        ),
+        metrics.draining(),
+    ):
+        yield state
 
 
 async def _temporal_answers(state: WorkerState, settings: Settings) -> None:

@@ -9,6 +9,7 @@ and a delivery does not depend on its publisher staying open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from pydantic import ValidationError
 from temporalio import activity
@@ -57,19 +58,21 @@ def delivery_summary(event: str, url: str) -> str:
 
 
 async def start_delivery(
-    client: Client, *, task_queue: str, delivery: DeliverWebhookInput, delivery_id: str, url: str
-) -> None:
-    """Start one delivery, or do nothing when that delivery id already ran or is running.
+    client: Client, *, task_queue: str, delivery: DeliverWebhookInput, url: str
+) -> str:
+    """Start one delivery, or do nothing when that delivery id already ran or is running; the
+    delivery id, derived from the event id and the webhook id (the workflow refuses any other).
 
     The one home of "start a delivery" (the fan-out, :func:`infraudit.client.deliver_once`,
     tests and bench/ call it). The memo gets the envelope as the workflow will send it and the
     search attributes say pending, so the delivery shows in the log from its first moment and
     the workflow itself records nothing until it ends.
     """
-    if delivery.timestamp is None:
-        raise ValueError("a delivery started here needs its event timestamp")
+    if delivery.timestamp is None or delivery.event_id is None:
+        raise ValueError("a delivery started here needs its event id and timestamp")
+    delivery_id = ids.delivery_id(delivery.event_id, delivery.webhook_id)
     envelope = delivery_envelope(delivery, delivery_id, started_at=delivery.timestamp)
-    try:
+    with contextlib.suppress(WorkflowAlreadyStartedError):  # it ran or runs: nothing to do
         await client.start_workflow(
             DELIVER_WEBHOOK,
             delivery,
@@ -83,8 +86,7 @@ async def start_delivery(
             # Long enough for the first attempt to run inside the first workflow task.
             task_timeout=workflow_task_timeout(delivery.effective_policy),
         )
-    except WorkflowAlreadyStartedError:
-        return
+    return delivery_id
 
 
 class FanOutActivities:
@@ -145,8 +147,7 @@ class FanOutActivities:
         no-ops the second time.
         """
         try:
-            delivery_id = ids.delivery_id(request.event_id, sub.webhook_id)
-            await start_delivery(
+            return await start_delivery(
                 self._client,
                 task_queue=self._settings.task_queue,
                 delivery=DeliverWebhookInput(
@@ -158,7 +159,6 @@ class FanOutActivities:
                     timestamp=request.timestamp,
                     policy=policy,
                 ),
-                delivery_id=delivery_id,
                 url=sub.url,
             )
         except RPCError as err:
@@ -167,7 +167,6 @@ class FanOutActivities:
             return self._failed(sub, err)
         except ValueError as err:  # pydantic's ValidationError and UnicodeError included
             return self._failed(sub, err)
-        return delivery_id
 
     @staticmethod
     def _failed(sub: webhooks.Subscriber, err: Exception) -> FailedStart:

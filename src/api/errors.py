@@ -147,20 +147,6 @@ def error_body(
     return ErrorBody(error=detail).model_dump(mode="json")
 
 
-def error_response(
-    status_code: int,
-    message: str,
-    field: str | None = None,
-    *,
-    errors: Sequence[dict[str, Any]] = (),
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    """A JSON error response."""
-    return JSONResponse(
-        error_body(message, field, errors), status_code=status_code, headers=headers
-    )
-
-
 #: Renders an error for a browser page: ``(request, status, message)`` → the HTML response, or
 #: None when the request is not the page's (then it is answered in JSON).
 ErrorPage = Callable[[Request, int, str], Response | None]
@@ -179,7 +165,8 @@ def _answer(
     page: ErrorPage | None = getattr(request.app.state, "error_page", None)
     rendered = page(request, status_code, message) if page is not None else None
     if rendered is None:
-        return error_response(status_code, message, field, errors=errors, headers=headers)
+        body = error_body(message, field, errors)
+        return JSONResponse(body, status_code=status_code, headers=headers)
     rendered.headers.update(headers or {})
     return rendered
 
@@ -279,7 +266,7 @@ async def _store_unavailable(request: Request, exc: Exception) -> Response:
     outage = unavailable(
         "the database is unavailable: nothing was read or changed; retry in a few seconds"
     )
-    return _answer(request, outage.status_code, outage.message, headers=outage.headers)
+    return await _api_error(request, outage)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

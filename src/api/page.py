@@ -63,6 +63,12 @@ NO_STORE = "no-store"
 STRICT_TRANSPORT = "max-age=31536000"
 
 
+def is_htmx(request: Request) -> bool:
+    """Whether htmx sent the request (it sets ``HX-Request: true``): the page then answers with
+    a fragment, or an ``HX-Redirect``, instead of a whole page or a redirect."""
+    return request.headers.get("hx-request") == "true"
+
+
 def is_page_path(path: str) -> bool:
     """Whether ``path`` belongs to the Settings page (``/`` redirects to it)."""
     return path in ("/", PAGE_PATH) or path.startswith(f"{PAGE_PATH}/")

@@ -43,7 +43,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from infraudit.api.deps import ResourcesDep
 from infraudit.api.errors import ApiError
-from infraudit.api.page import PAGE_PATH, PageAnswer
+from infraudit.api.page import PAGE_PATH, PageAnswer, is_htmx
 from infraudit.config import Settings
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ async def signed_in(request: Request, keys: SignInKeysDep) -> SignIn:
     tells it to go there). A state-changing request must also pass the CSRF checks (403)."""
     signin = keys.read(request.cookies.get(COOKIE))
     if signin is None:
-        if request.headers.get("hx-request"):
+        if is_htmx(request):
             answer: Response = Response(
                 status_code=status.HTTP_401_UNAUTHORIZED, headers={"HX-Redirect": SIGN_IN_PATH}
             )

@@ -200,6 +200,9 @@ class DeliverWebhook:
                 attempts = await workflow.execute_local_activity_method(
                     SendActivities.send_webhook,
                     request,
+                    # Waiting for a local activity slot counts too: the attempt must end
+                    # inside the first workflow task however long it queued.
+                    schedule_to_close_timeout=attempt_timeout(policy),
                     start_to_close_timeout=attempt_timeout(policy),
                     retry_policy=RetryPolicy(maximum_attempts=1),
                 )
@@ -219,8 +222,8 @@ class DeliverWebhook:
         if policy.max_attempts == 1:
             self._fail(first, None)
         wait = timedelta(seconds=policy.initial_interval_seconds)
-        waiting = MemoResult.from_attempts("pending", first, None, listed=True).model_copy(
-            update={"next_attempt_at": workflow.now() + wait}
+        waiting = MemoResult.from_attempts(
+            "pending", first, None, next_attempt_at=workflow.now() + wait
         )
         workflow.upsert_memo({MEMO_RESULT: waiting.model_dump(mode="json")})
         await workflow.sleep(wait)

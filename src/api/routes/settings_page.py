@@ -35,7 +35,7 @@ from infraudit.api.deps import (
     load_webhook,
 )
 from infraudit.api.errors import ApiError, problems
-from infraudit.api.page import PAGE_PATH, PageAnswer, render
+from infraudit.api.page import PAGE_PATH, PageAnswer, is_htmx, render
 from infraudit.api.schemas import WebhookCreate, WebhookOut, WebhookUpdate
 from infraudit.api.signin import (
     COOKIE,
@@ -90,10 +90,6 @@ def _webhook_path(webhook_id: str) -> str:
 def _see_other(path: str) -> RedirectResponse:
     """After a change: the browser GETs ``path``, so a reload shows it again, never re-sends."""
     return RedirectResponse(path, status.HTTP_303_SEE_OTHER)
-
-
-def _is_htmx(request: Request) -> bool:
-    return request.headers.get("hx-request") == "true"
 
 
 def _catalog() -> list[tuple[str, str]]:
@@ -549,11 +545,11 @@ async def send_test(
     try:
         delivery_id = (await actions.send_test(hook, org=signin.org_id, res=res)).delivery_id
     except ApiError as err:
-        if not _is_htmx(request):
+        if not is_htmx(request):
             raise
         refused = {"delivery_id": None, "detail": None, "error": err.message}
         return render(request, "partials/test_result.html", _context(signin, hook=hook, **refused))
-    if not _is_htmx(request):
+    if not is_htmx(request):
         return _see_other(f"{_webhook_path(hook.id)}?test={delivery_id}")
     context = _context(
         signin,
@@ -584,7 +580,7 @@ async def read_history(
     awaiting: str | None = None,
 ) -> Response:
     """The delivery history alone, polled by htmx while something in it is pending."""
-    if not _is_htmx(request):
+    if not is_htmx(request):
         return _see_other(_webhook_path(hook.id))
     history = await _history(hook.id, signin.org_id, res, awaiting=awaiting)
     context = _context(signin, hook=hook, history=history, poll_seconds=POLL_SECONDS)
@@ -609,5 +605,5 @@ async def read_delivery(
         temporal_link=_temporal_link(res.settings, detail.delivery_id),
         poll_seconds=POLL_SECONDS,
     )
-    template = "partials/delivery.html" if _is_htmx(request) else "delivery.html"
+    template = "partials/delivery.html" if is_htmx(request) else "delivery.html"
     return render(request, template, context)
