@@ -52,7 +52,7 @@ from infraudit.store.secret_box import KEYS_VARIABLE, Keyring, new_key
 from tests.api_process import ApiProcess, api_env
 from tests.cli_support import free_port
 from tests.ledger import Ledger, Reply, Rule, ledger
-from tests.test_outages import TemporalServer
+from tests.temporal_server import TemporalServer
 from tests.worker_process import ROOT, WorkerProcess, worker_env
 
 REPORT = ROOT / "docs" / "reliability.md"

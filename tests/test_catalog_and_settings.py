@@ -54,8 +54,10 @@ def test_defaults_fit_three_attempts_in_thirty_minutes(monkeypatch: pytest.Monke
     assert settings.retention_days == 30
     assert settings.database_url.startswith("sqlite:///")
     assert settings.database_url.endswith("/.infraudit/infraudit.db")
+    # The guide: 3 attempts with exponential backoff, all within 30 minutes, each up to 10 s.
+    assert settings.retry_backoff_coefficient > 1
     third_attempt = settings.retry_initial_interval * (1 + settings.retry_backoff_coefficient)
-    assert third_attempt < settings.delivery_window
+    assert third_attempt + 3 * settings.http_timeout <= settings.delivery_window
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -41,8 +41,9 @@ from tests.cli_support import free_port
 from tests.conftest import Endpoints
 from tests.helpers import eventually
 from tests.ledger import Ledger, Reply, fail_first, ledger
+from tests.relay import Relay
+from tests.temporal_server import TemporalServer
 from tests.test_attempts import QUICK, start_with_policy
-from tests.test_outages import TemporalServer
 from tests.worker_process import worker_env, worker_process
 
 
@@ -250,65 +251,20 @@ async def test_events_the_api_answered_202_are_delivered_after_it_is_killed(
 # --- the database --------------------------------------------------------------------------
 
 
-class TcpProxy:
-    """Forwards 127.0.0.1:<port> to a server; ``stop`` resets every connection and refuses new
-    ones (a database that became unreachable), ``start`` listens on the same port again."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._links: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._links):
-            writer.transport.abort()
-        await self._server.wait_closed()
-        self._server = None
-
-    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._links |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except ConnectionError:
-                pass
-            finally:
-                dst.transport.abort()
-
-        try:
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        finally:
-            self._links -= {writer, up_writer}
-
-
 @asynccontextmanager
-async def proxied(url: str) -> AsyncIterator[tuple[TcpProxy, str]]:
+async def proxied(url: str) -> AsyncIterator[tuple[Relay, str]]:
     """A running proxy to the PostgreSQL of ``url``, and the URL that goes through it."""
     parsed = make_url(url)
-    proxy = TcpProxy(parsed.host or "127.0.0.1", parsed.port or 5432)
-    await proxy.start()
+    proxy = Relay(parsed.host or "127.0.0.1", parsed.port or 5432)
+    await proxy.open()
     try:
         yield (
             proxy,
             parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False),
         )
     finally:
-        if proxy._server is not None:
-            await proxy.stop()
+        if proxy.server is not None:
+            await proxy.close()
 
 
 async def test_an_unreachable_database_fails_the_attempt_and_a_retry_delivers(
@@ -341,7 +297,7 @@ async def test_an_unreachable_database_fails_the_attempt_and_a_retry_delivers(
 
             warm = await deliver()  # the worker now holds pooled connections through the proxy
             await client.get_workflow_handle(warm).result()
-            await proxy.stop()
+            await proxy.close()
             during = await deliver()
             first = await eventually(
                 lambda: deliveries.get_delivery(
@@ -349,7 +305,7 @@ async def test_an_unreachable_database_fails_the_attempt_and_a_retry_delivers(
                 ),
                 lambda d: d is not None and any(a.error for a in d.attempts),
             )
-            await proxy.start()
+            await proxy.open()
             outcome: DeliveryOutcome = await client.get_workflow_handle(
                 during, result_type=DeliveryOutcome
             ).result()

@@ -637,10 +637,9 @@ async def test_registration_refuses_non_public_targets_and_names_at_once(
             error = response.json()["error"]
             assert error["field"] == "url", name
             if name.startswith("resolves"):
-                assert error["message"] == (
-                    "url: host resolves only to addresses that are not public "
-                    "(accepted only in dev mode)"
-                )
+                # The same words as the refusal at send time (egress.NAME_NOT_PUBLIC).
+                expected = f"url: {egress.NAME_NOT_PUBLIC}; accepted only in dev mode"
+                assert error["message"] == expected, name
             else:
                 assert error["message"].startswith("url: must not point at "), name
             allowed = await register(a.http, url)

@@ -10,7 +10,6 @@ outage) and 200 when it is connected, its store answers and it polls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from pathlib import Path
@@ -25,48 +24,8 @@ from infraudit import ops_http
 from infraudit.config import Settings
 from tests.cli_support import free_port
 from tests.helpers import eventually
+from tests.relay import Relay
 from tests.worker_process import worker_env, worker_process
-
-
-class Relay:
-    """Forwards TCP connections from a port of 127.0.0.1 to ``target`` (host:port) while open."""
-
-    def __init__(self, port: int, target: str) -> None:
-        self.port = port
-        self.host, _, target_port = target.rpartition(":")
-        self.target_port = int(target_port)
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-
-    async def open(self) -> None:
-        self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-
-    async def close(self) -> None:
-        """Stop listening and cut every relayed connection: Temporal is gone for the worker."""
-        assert self.server is not None
-        self.server.close()
-        for writer in list(self.writers):
-            writer.transport.abort()
-        await self.server.wait_closed()
-        self.server = None
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(self.host, self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self.writers |= {writer, up_writer}
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, OSError):
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            sink.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self.writers -= {writer, up_writer}
 
 
 async def get(url: str) -> tuple[int, Any]:
@@ -78,7 +37,8 @@ async def get(url: str) -> tuple[int, Any]:
 async def test_readyz_follows_temporal_while_healthz_answers_throughout(
     client: Client, database_url: str, tmp_path: Path
 ) -> None:
-    relay = Relay(free_port(), client.service_client.config.target_host)
+    host, _, port = client.service_client.config.target_host.rpartition(":")
+    relay = Relay(host, int(port))
     http_port = free_port()
     env = worker_env(client, database_url=database_url, task_queue=f"probe-{uuid.uuid4().hex}")
     env["INFRAUDIT_TEMPORAL_ADDRESS"] = f"127.0.0.1:{relay.port}"
